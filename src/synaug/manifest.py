@@ -1,0 +1,362 @@
+"""The one manifest type that flows through plan -> generate -> train -> evaluate.
+
+One row per image. Columns (see ``COLUMNS``):
+
+========== ======= ==========================================================
+path       str     relative to the root of the row's ``source``; never ``..``
+label      int     0 .. C-1
+class_name str     ``classes[label]``
+group      int     sensitive attribute / background, -1 when there is none
+group_name str     ``groups[group]`` or ""
+split      str     train / val / test
+source     str     real / synthetic
+prompt     str     synthetic rows: the text prompt ("" for real)
+seed       int     synthetic rows: per-image seed (-1 for real)
+generator  str     synthetic rows: which backend made it ("" for real)
+========== ======= ==========================================================
+
+Real rows are relative to ``roots["real"]`` and synthetic rows to ``roots["synthetic"]``
+(the data folder and the generation output folder usually live apart).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import SynaugError
+from .io import atomic_path, write_json_atomic
+
+COLUMNS = ["path", "label", "class_name", "group", "group_name", "split", "source",
+           "prompt", "seed", "generator"]
+REQUIRED = ["path", "label", "split"]
+SPLITS = ("train", "val", "test")
+SOURCES = ("real", "synthetic")
+_DEFAULTS = {"group": -1, "group_name": "", "source": "real", "prompt": "", "seed": -1,
+             "generator": ""}
+_META_KEY = b"synaug"
+
+
+def check_relative_path(p: str) -> str:
+    """Return ``p`` as a normalised POSIX relative path or raise if it escapes its root."""
+    if not isinstance(p, str) or not p:
+        raise SynaugError(f"empty or non-string path {p!r}")
+    pp = PurePosixPath(p.replace("\\", "/"))
+    if pp.is_absolute() or ".." in pp.parts:
+        raise SynaugError(f"path {p!r} escapes the data root (absolute or contains '..')")
+    return str(pp)
+
+
+@dataclass
+class Manifest:
+    """A validated table of images with class/group names and the roots paths are relative to.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per image, columns as in ``COLUMNS`` (missing optional columns are filled).
+    classes : list of str
+        Class names; ``classes[label]`` names a row's class.
+    roots : dict
+        ``{"real": folder, "synthetic": folder}``; a source without rows may be absent.
+    groups : list of str, optional
+        Group (sensitive attribute / background) names, indexed by ``group``.
+    """
+
+    df: pd.DataFrame
+    classes: list[str]
+    roots: dict[str, Path] = field(default_factory=dict)
+    groups: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.roots = {k: Path(v) for k, v in self.roots.items()}
+        self.classes = [str(c) for c in self.classes]
+        if self.groups is not None:
+            self.groups = [str(g) for g in self.groups]
+        self.df = self._normalise(self.df)
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_records(cls, records: Iterable[dict], classes: Sequence[str], roots: dict,
+                     groups: Sequence[str] | None = None) -> "Manifest":
+        df = pd.DataFrame.from_records(list(records), columns=None)
+        if df.empty:
+            df = pd.DataFrame(columns=COLUMNS)
+        return cls(df, list(classes), dict(roots), list(groups) if groups is not None else None)
+
+    def _normalise(self, df: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise SynaugError(f"manifest is missing column {missing[0]!r} (required: {', '.join(REQUIRED)})")
+        df = df.copy()
+        for col, default in _DEFAULTS.items():
+            if col not in df.columns:
+                df[col] = default
+        if "class_name" not in df.columns:
+            df["class_name"] = ""
+        for col in ("label", "group", "seed"):
+            vals = pd.to_numeric(df[col], errors="coerce")
+            bad = vals.isna() | (vals != np.floor(vals.fillna(0)))
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise SynaugError(f"manifest column {col!r} must hold integers; row {i} has {df[col].iloc[i]!r}")
+            df[col] = vals.astype("int64")
+        for col in ("path", "class_name", "group_name", "split", "source", "prompt", "generator"):
+            df[col] = df[col].fillna("").astype(str)
+        df["path"] = [check_relative_path(p) for p in df["path"]]
+        # fill names from the index lists so hand-written tables need only labels
+        if len(df):
+            names = np.asarray(self.classes, dtype=object)
+            lab = df["label"].to_numpy()
+            ok = (lab >= 0) & (lab < len(self.classes))
+            empty = df["class_name"] == ""
+            fill = empty.to_numpy() & ok
+            df.loc[fill, "class_name"] = names[lab[fill]]
+            if self.groups is not None:
+                gnames = np.asarray(self.groups, dtype=object)
+                g = df["group"].to_numpy()
+                gok = (g >= 0) & (g < len(self.groups)) & (df["group_name"] == "").to_numpy()
+                df.loc[gok, "group_name"] = gnames[g[gok]]
+        extra = [c for c in df.columns if c not in COLUMNS]
+        return df[COLUMNS + extra].reset_index(drop=True)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, verify_files: bool = False, expected_size: tuple[int, int] | None = None) -> None:
+        """Raise ``SynaugError`` (one line) on the first problem found.
+
+        Checks: labels in range and names consistent, groups in range, split/source values,
+        duplicate paths, every source has a root, and (``verify_files``) every image decodes
+        fully as RGB (and has ``expected_size`` = (width, height) when given).
+        """
+        df, C = self.df, len(self.classes)
+        if C == 0:
+            raise SynaugError("manifest has no classes")
+        if len(set(self.classes)) != C:
+            raise SynaugError("manifest class names are not unique")
+        lab = df["label"].to_numpy()
+        bad = np.flatnonzero((lab < 0) | (lab >= C))
+        if len(bad):
+            i = int(bad[0])
+            raise SynaugError(f"label {lab[i]} out of range [0, {C}) at row {i} (path {df['path'].iloc[i]!r})")
+        names = np.asarray(self.classes, dtype=object)[lab] if len(df) else np.array([], dtype=object)
+        mism = np.flatnonzero(df["class_name"].to_numpy() != names)
+        if len(mism):
+            i = int(mism[0])
+            raise SynaugError(f"class_name {df['class_name'].iloc[i]!r} does not match label {lab[i]} "
+                              f"({self.classes[lab[i]]!r}) at row {i}")
+        g = df["group"].to_numpy()
+        if self.groups is None:
+            if (g != -1).any():
+                raise SynaugError("manifest rows have a group but no group names were given")
+        else:
+            G = len(self.groups)
+            badg = np.flatnonzero((g < -1) | (g >= G))
+            if len(badg):
+                i = int(badg[0])
+                raise SynaugError(f"group {g[i]} out of range [0, {G}) at row {i}")
+        for col, allowed in (("split", SPLITS), ("source", SOURCES)):
+            badv = ~df[col].isin(allowed)
+            if badv.any():
+                i = int(np.flatnonzero(badv.to_numpy())[0])
+                raise SynaugError(f"{col} {df[col].iloc[i]!r} at row {i} is not one of {', '.join(allowed)}")
+        key = df["source"] + "/" + df["path"]
+        dup = key.duplicated(keep="first")
+        if dup.any():
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            raise SynaugError(f"duplicate path {df['path'].iloc[i]!r} (row {i})")
+        for src in df["source"].unique():
+            if src not in self.roots:
+                raise SynaugError(f"manifest has {src} rows but no root folder for them")
+        if verify_files:
+            self.verify_files(expected_size)
+
+    def verify_files(self, expected_size: tuple[int, int] | None = None) -> None:
+        from PIL import Image
+
+        for p in self.abspaths():
+            if not p.is_file():
+                raise SynaugError(f"image file not found: {p}")
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    mode, size = im.mode, im.size
+            except Exception as e:  # PIL raises many types for corrupt data
+                raise SynaugError(f"unreadable image {p}: {type(e).__name__}: {e}") from None
+            if mode != "RGB":
+                raise SynaugError(f"image {p} is mode {mode!r}, expected RGB")
+            if expected_size is not None and tuple(size) != tuple(expected_size):
+                raise SynaugError(f"image {p} is {size[0]}x{size[1]}, expected {expected_size[0]}x{expected_size[1]}")
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_groups(self) -> int:
+        return 0 if self.groups is None else len(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def select(self, mask) -> "Manifest":
+        """A new manifest with the rows where ``mask`` is true (same classes, groups, roots)."""
+        return Manifest(self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True), self.classes,
+                        self.roots, self.groups)
+
+    def split(self, *names: str) -> "Manifest":
+        return self.select(self.df["split"].isin(names).to_numpy())
+
+    def with_source(self, source: str) -> "Manifest":
+        return self.select((self.df["source"] == source).to_numpy())
+
+    def abspaths(self) -> list[Path]:
+        out = []
+        for src, p in zip(self.df["source"], self.df["path"]):
+            out.append(self.roots[src] / p)
+        return out
+
+    def class_counts(self, split: str | None = "train") -> np.ndarray:
+        df = self.df if split is None else self.df[self.df["split"] == split]
+        return np.bincount(df["label"].to_numpy(), minlength=self.num_classes).astype(int)
+
+    def cell_counts(self, split: str | None = "train") -> np.ndarray:
+        """Counts per (class, group), shape (C, G); G = 1 when there are no groups."""
+        df = self.df if split is None else self.df[self.df["split"] == split]
+        G = max(self.num_groups, 1)
+        g = df["group"].to_numpy().clip(min=0) if self.groups is not None else np.zeros(len(df), int)
+        flat = df["label"].to_numpy() * G + g
+        return np.bincount(flat, minlength=self.num_classes * G).reshape(self.num_classes, G).astype(int)
+
+    @staticmethod
+    def concat(parts: Sequence["Manifest"]) -> "Manifest":
+        """Join manifests with the same classes/groups; roots must agree per source."""
+        if not parts:
+            raise SynaugError("nothing to concatenate")
+        first = parts[0]
+        roots: dict[str, Path] = {}
+        for m in parts:
+            if m.classes != first.classes or m.groups != first.groups:
+                raise SynaugError("cannot join manifests with different class or group names")
+            for k, v in m.roots.items():
+                if k in roots and roots[k].resolve() != v.resolve() and (m.df["source"] == k).any():
+                    raise SynaugError(f"cannot join manifests with different {k} roots: {roots[k]} vs {v}")
+                if (m.df["source"] == k).any() or k not in roots:
+                    roots[k] = v
+        df = pd.concat([m.df for m in parts], ignore_index=True)
+        return Manifest(df, first.classes, roots, first.groups)
+
+    # ------------------------------------------------------------------ I/O
+    def meta(self, relative_to: Path | None = None) -> dict:
+        roots = {}
+        for k, v in self.roots.items():
+            v = Path(v).resolve()
+            if relative_to is not None:
+                try:
+                    roots[k] = os.path.relpath(v, Path(relative_to).resolve())
+                    continue
+                except ValueError:
+                    pass
+            roots[k] = str(v)
+        return {"version": 1, "classes": self.classes, "groups": self.groups, "roots": roots}
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write Parquet (``.parquet``) or CSV (``.csv`` + ``.meta.json`` sidecar), atomically.
+
+        Roots are stored relative to the manifest's folder so a run folder can be moved.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        meta = self.meta(relative_to=path.parent)
+        if path.suffix == ".parquet":
+            table = pa.Table.from_pandas(self.df, preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   _META_KEY: json.dumps(meta).encode()})
+            with atomic_path(path) as tmp:
+                pq.write_table(table, tmp)
+        elif path.suffix == ".csv":
+            with atomic_path(path) as tmp:
+                self.df.to_csv(tmp, index=False)
+            write_json_atomic(_sidecar(path), meta)
+        else:
+            raise SynaugError(f"manifest file must end in .parquet or .csv: {path}")
+        return path
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, root: str | os.PathLike | None = None,
+             verify_files: bool = False) -> "Manifest":
+        """Read a manifest written by :meth:`write`, or a plain CSV/Parquet with the columns.
+
+        A plain table (no synaug metadata) takes class names from ``class_name`` (or
+        ``class_<label>``), group names from ``group_name``, and ``root`` (default: its folder)
+        as the root of real rows.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise SynaugError(f"manifest file not found: {path}")
+        meta = None
+        try:
+            if path.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(path)
+                raw = (table.schema.metadata or {}).get(_META_KEY)
+                meta = json.loads(raw) if raw else None
+                df = table.to_pandas()
+            elif path.suffix == ".csv":
+                df = pd.read_csv(path, keep_default_na=False, dtype={"path": str})
+                if _sidecar(path).is_file():
+                    meta = json.loads(_sidecar(path).read_text())
+            else:
+                raise SynaugError(f"manifest file must end in .parquet or .csv: {path}")
+        except SynaugError:
+            raise
+        except Exception as e:
+            raise SynaugError(f"cannot read manifest {path}: {type(e).__name__}: {e}") from None
+        if meta is not None:
+            roots = {k: (path.parent / v) for k, v in meta["roots"].items()}
+            if root is not None:
+                roots["real"] = Path(root)
+            m = cls(df, meta["classes"], roots, meta.get("groups"))
+        else:
+            m = cls._from_plain(df, Path(root) if root is not None else path.parent, path)
+        if verify_files:
+            m.verify_files()
+        return m
+
+    @classmethod
+    def _from_plain(cls, df: pd.DataFrame, root: Path, path: Path) -> "Manifest":
+        for c in REQUIRED:
+            if c not in df.columns:
+                raise SynaugError(f"manifest {path.name} is missing column {c!r}")
+        labels = pd.to_numeric(df["label"], errors="coerce")
+        if labels.isna().any():
+            raise SynaugError(f"manifest {path.name}: column 'label' must hold integers")
+        n = int(labels.max()) + 1 if len(labels) else 0
+        classes = [f"class_{i}" for i in range(max(n, 0))]
+        if "class_name" in df.columns:
+            for lab, name in zip(labels.astype(int), df["class_name"].astype(str)):
+                if 0 <= lab < n and name:
+                    classes[lab] = name
+        groups = None
+        if "group" in df.columns:
+            g = pd.to_numeric(df["group"], errors="coerce").fillna(-1).astype(int)
+            if (g >= 0).any():
+                groups = [f"group_{i}" for i in range(int(g.max()) + 1)]
+                if "group_name" in df.columns:
+                    for gi, name in zip(g, df["group_name"].astype(str)):
+                        if gi >= 0 and name:
+                            groups[gi] = name
+        return cls(df, classes, {"real": root, "synthetic": root}, groups)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
