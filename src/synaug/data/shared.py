@@ -5,6 +5,7 @@ extraction is atomic, so an interrupted first run re-extracts instead of using h
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -53,6 +54,16 @@ def extract_shared_cifar10(shared_root: str | Path | None = None, cache: str | P
     out = Path(cache) if cache else cache_dir() / "cifar10-jpeg"
     if (out / ".complete").is_file():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # several processes (parallel tests, DDP ranks) may arrive at once: one extracts
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / ".complete").is_file():
+            return out
+        return _extract(src, out, check_sha)
+
+
+def _extract(src: Path, out: Path, check_sha: bool) -> Path:
     for name in ("train.tar", "test.tar"):
         if not (src / name).is_file():
             raise SynaugError(f"shared CIFAR-10 archive not found: {src / name} "
