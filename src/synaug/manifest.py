@@ -98,6 +98,8 @@ class Manifest:
         for col, default in _DEFAULTS.items():
             if col not in df.columns:
                 df[col] = default
+            elif df[col].isna().any():  # records that omit an optional field
+                df[col] = df[col].where(df[col].notna(), default)
         if "class_name" not in df.columns:
             df["class_name"] = ""
         for col in ("label", "group", "seed"):
@@ -109,7 +111,7 @@ class Manifest:
             df[col] = vals.astype("int64")
         for col in ("path", "class_name", "group_name", "split", "source", "prompt", "generator"):
             df[col] = df[col].fillna("").astype(str)
-        df["path"] = [check_relative_path(p) for p in df["path"]]
+        df["path"] = pd.Series([check_relative_path(p) for p in df["path"]], index=df.index, dtype=str)
         # fill names from the index lists so hand-written tables need only labels
         if len(df):
             names = np.asarray(self.classes, dtype=object)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import SynaugError
 from ..manifest import Manifest
-from . import adapters, shared  # noqa: F401  (register the adapters)
+from . import adapters, cifar, imagenet_lt, shared, utkface, waterbirds  # noqa: F401  (register the adapters)
 from .longtail import long_tail_counts, make_long_tail
 from .registry import list_datasets, load_dataset, register_dataset
 
@@ -20,6 +20,8 @@ def add_source_args(p) -> None:
     g.add_argument("--imbalance-factor", type=float, default=None,
                    help="long-tail the train split by this IF (LDAM-DRW convention)")
     g.add_argument("--lt-seed", type=int, default=0, help="seed of the long-tail draw")
+    g.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra adapter option, e.g. test_frac=0.2 (utkface) or names=FILE (imagenet-lt)")
 
 
 def manifest_from_args(args) -> Manifest:
@@ -28,7 +30,26 @@ def manifest_from_args(args) -> Manifest:
     if args.manifest:
         m = Manifest.read(args.manifest, root=args.data_root)
     else:
-        m = load_dataset(args.dataset, args.data_root)
+        from ..config import parse_override
+
+        opts = dict(parse_override(o) for o in (getattr(args, "dataset_opt", None) or []))
+        _check_dataset_opts(args.dataset, opts)
+        m = load_dataset(args.dataset, args.data_root, **opts)
     if args.imbalance_factor is not None:
         m, _ = make_long_tail(m, args.imbalance_factor, seed=args.lt_seed)
     return m
+
+
+def _check_dataset_opts(name: str, opts: dict) -> None:
+    """Unknown ``--dataset-opt`` keys are a one-line error, not a TypeError."""
+    import inspect
+
+    from .registry import _DATASETS
+
+    fn = _DATASETS.get(name)
+    if fn is None or not opts:
+        return
+    allowed = [p for p in inspect.signature(fn).parameters if p != "root"]
+    for key in opts:
+        if key not in allowed:
+            raise SynaugError(f"dataset {name!r} has no option {key!r} (options: {', '.join(allowed) or 'none'})")

@@ -1,0 +1,89 @@
+"""Build the real data of a run: load, cap per class, long-tail, carve validation, held-out pool.
+
+Validation is always carved from *training* images (never from test). When the training set
+is long-tailed from a balanced one, the images the long-tail draw did not keep form a real,
+disjoint pool: validation comes from it first, and the rest can feed the pool generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Strict
+from .data import load_dataset, make_long_tail
+from .errors import SynaugError
+from .manifest import Manifest
+
+
+class DataConfig(Strict):
+    dataset: str | None = "shared-cifar10"
+    root: str | None = None
+    manifest: str | None = None
+    img_max: int | None = None
+    train_per_class: int | None = None
+    imbalance_factor: float | None = None
+    lt_seed: int = 0
+    val_per_class: int = 0
+    test_per_class: int | None = None
+    split_seed: int = 0
+
+
+@dataclass
+class PreparedData:
+    real: Manifest         # train (possibly long-tailed) + val + test, all real
+    pool: Manifest | None  # held-out real train images, disjoint from train and val
+
+
+def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
+    """Keep the first ``n`` rows of each class in ``split`` after a seeded shuffle."""
+    if n is None:
+        return m
+    rng = np.random.RandomState(seed)
+    keep = np.ones(len(m), bool)
+    df = m.df
+    for c in range(m.num_classes):
+        idx = np.flatnonzero((df["split"] == split).to_numpy() & (df["label"] == c).to_numpy())
+        rng.shuffle(idx)
+        keep[idx[n:]] = False
+    return m.select(keep)
+
+
+def prepare(cfg: DataConfig) -> PreparedData:
+    if bool(cfg.manifest) == bool(cfg.dataset):
+        raise SynaugError("data: give exactly one of 'dataset' or 'manifest'")
+    m = Manifest.read(cfg.manifest, root=cfg.root) if cfg.manifest else load_dataset(cfg.dataset, cfg.root)
+    if (m.df["source"] != "real").any():
+        raise SynaugError("data: the input manifest must hold real images only")
+    m = _cap(m, "train", cfg.train_per_class, cfg.split_seed)
+    m = _cap(m, "test", cfg.test_per_class, cfg.split_seed + 1)
+    pool = None
+    if cfg.imbalance_factor is not None:
+        m, pool = make_long_tail(m, cfg.imbalance_factor, seed=cfg.lt_seed, img_max=cfg.img_max)
+    if cfg.val_per_class > 0 and not (m.df["split"] == "val").any():
+        src = pool if pool is not None else m
+        val_mask = _per_class_pick(src, "train", cfg.val_per_class, cfg.split_seed + 2)
+        val = src.select(val_mask)
+        val.df["split"] = "val"
+        if pool is not None:
+            pool = pool.select(~val_mask)
+            m = Manifest.concat([m, val])
+        else:
+            rest = m.select(~val_mask)
+            m = Manifest.concat([rest, val])
+    if (m.df["split"] == "train").sum() == 0:
+        raise SynaugError("data: no training rows")
+    return PreparedData(m, pool)
+
+
+def _per_class_pick(m: Manifest, split: str, n: int, seed: int) -> np.ndarray:
+    rng = np.random.RandomState(seed)
+    mask = np.zeros(len(m), bool)
+    df = m.df
+    for c in range(m.num_classes):
+        idx = np.flatnonzero((df["split"] == split).to_numpy() & (df["label"] == c).to_numpy())
+        # never take a whole class away from training
+        take = n if len(idx) > n else max(len(idx) - 1, 0)
+        rng.shuffle(idx)
+        mask[idx[:take]] = True
+    return mask

@@ -1,0 +1,51 @@
+"""Stage caching for ``synaug run``: a stage is skipped when the hash of its inputs matches the
+record it left after finishing, and its outputs still exist. Records are written last and
+atomically, so a killed stage is simply run again (each stage resumes its own partial work)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from .io import write_json_atomic
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class Stages:
+    def __init__(self, run_dir: Path, log: Callable[[str], None] = print):
+        self.dir = Path(run_dir) / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+
+    def done(self, name: str, key: str, outputs: list[Path]) -> bool:
+        rec = self.dir / f"{name}.json"
+        if not rec.is_file():
+            return False
+        try:
+            saved = json.loads(rec.read_text())
+        except json.JSONDecodeError:
+            return False
+        return saved.get("key") == key and all(Path(p).exists() for p in outputs)
+
+    def run(self, name: str, key: str, outputs: list[Path], fn: Callable[[], Any]) -> bool:
+        """Run ``fn`` unless cached; returns True when it ran."""
+        if self.done(name, key, outputs):
+            self.log(f"[{name}] up to date, skipped")
+            return False
+        self.log(f"[{name}] running")
+        fn()
+        write_json_atomic(self.dir / f"{name}.json", {"key": key, "outputs": [str(p) for p in outputs]})
+        return True
