@@ -1,0 +1,102 @@
+"""Generation config (YAML, validated; unknown keys are errors).
+
+Example ``gen.yaml`` for Stable Diffusion on a GPU::
+
+    backend: txt2img
+    model: stabilityai/stable-diffusion-2-1-base   # or a local folder
+    dtype: fp16
+    scheduler: dpm++
+    steps: 10
+    batch_size: 16
+    resolution: 32          # CIFAR; 256 for ImageNet100-LT
+
+and for the offline pool demo::
+
+    backend: pool
+    pool: {manifest: heldout.parquet, shift: synthetic-domain}
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..config import Strict
+
+BACKENDS = ("txt2img", "img2img", "pool")
+SCHEDULERS = ("dpm++", "dpm++-karras", "euler", "euler-a", "ddim", "default")
+
+
+class PoolConfig(Strict):
+    """Take images for each cell from an existing labelled manifest (no diffusion model)."""
+
+    manifest: str | None = None          # the pool (e.g. held-out real images, pre-generated images)
+    root: str | None = None              # root of its real rows, if it is a plain table
+    split: str | None = "train"          # only rows of this split (None: all rows)
+    name: str | None = None              # recorded as pool:<name>; default: manifest file stem
+    shift: Literal["none", "synthetic-domain"] = "none"
+    match_groups: bool = True            # group cells take images of the same group name
+
+
+class Img2ImgConfig(Strict):
+    """diffusers image-to-image from a real guidance image (the paper's Table 5 baselines)."""
+
+    mode: Literal["intra", "inter"] = "intra"   # intra: same class; inter: random other class
+    strength: float = Field(0.75, gt=0.0, le=1.0)
+    split: str = "train"                        # real rows guides are drawn from
+
+
+class ClipFilterConfig(Strict):
+    """Optional CLIP check (beyond the paper; off by default)."""
+
+    enabled: bool = False
+    model: str | None = None                    # CLIPModel id or folder (e.g. openai/clip-vit-base-patch32)
+    threshold: float = 0.2                      # cosine similarity image <-> "a photo of {class}"
+    max_retries: int = Field(2, ge=0)           # extra seeds tried; the best-scoring image is kept
+    template: str = "a photo of {class}"
+    local_files_only: bool = False
+
+
+class GenerateConfig(Strict):
+    """Everything ``synaug generate`` needs besides the plan. See ``synaug generate --help``."""
+
+    backend: Literal["txt2img", "img2img", "pool"] = "txt2img"
+    # diffusion model (txt2img / img2img)
+    model: str | None = None
+    pipeline: Literal["auto", "sd", "sdxl"] = "auto"
+    local_files_only: bool = False
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"   # auto: fp16 on CUDA, fp32 on CPU
+    device: str = "auto"                                      # auto: this rank's GPU, else CPU
+    scheduler: Literal["dpm++", "dpm++-karras", "euler", "euler-a", "ddim", "default"] = "dpm++"
+    steps: int = Field(10, ge=1)
+    guidance_scale: float = Field(7.5, ge=0.0)
+    negative_prompt: str = ""
+    gen_size: int | None = Field(None, ge=8)                  # generation side; None: model's native
+    attention_slicing: bool = False
+    batch_invariant: bool = False   # denoise images one by one: bit-identical whatever batch size
+    # output
+    batch_size: int = Field(8, ge=1)
+    resolution: int = Field(32, ge=1)                         # saved images are resolution^2 RGB PNG
+    resize_filter: Literal["lanczos", "bicubic", "box"] = "lanczos"
+    seed: int = 0
+    # prompts
+    task: Literal["cifar", "imagenet", "utkface", "waterbirds", "plain"] = "cifar"
+    template: str | None = None
+    modifiers: str = "auto"       # auto | none | cifar10 | cifar100 | path to a JSON file
+    prompts: str | None = None    # JSON {class: [full prompts]} overriding the template
+    # backends
+    pool: PoolConfig = PoolConfig()
+    img2img: Img2ImgConfig = Img2ImgConfig()
+    clip_filter: ClipFilterConfig = ClipFilterConfig()
+    verify_on_resume: bool = True  # decode finished images again before trusting them
+
+    @field_validator("model")
+    @classmethod
+    def _no_blank_model(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("model must not be empty")
+        return v
+
+
+# Keys that do not change which image a (cell, index) gets; everything else must match on resume.
+NON_RESULT_KEYS = {"batch_size", "device", "verify_on_resume", "attention_slicing", "local_files_only"}
