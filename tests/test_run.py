@@ -1,0 +1,135 @@
+"""End-to-end `synaug run` at CI size on the real shared CIFAR-10 images, plus caching,
+leakage and report checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from synaug.manifest import Manifest
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"dataset": "shared-cifar10", "img_max": 40, "imbalance_factor": 10, "val_per_class": 2,
+             "test_per_class": 10},
+    "plan": {"mode": "class"},
+    "generate": {"backend": "pool", "pool": {"manifest": "heldout", "shift": "synthetic-domain"}},
+    "train": {"epochs": 1, "batch_size": 64, "model": {"name": "resnet32", "width": 4},
+              "schedule": {"warmup_epochs": 0, "milestones": [], "factors": []}, "progress": False},
+    "finetune": {"mode": "finetune", "epochs": 2, "progress": False},
+}
+
+
+def _synaug(*args, cwd=None):
+    exe = Path(sys.executable).parent / "synaug"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    cfg = d / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    r = _synaug("run", cfg, "--out", d / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d, r
+
+
+def test_run_writes_everything(tiny_run):
+    d, r = tiny_run
+    out = d / "out"
+    for f in ["config.yaml", "plan.json", "metrics.json", "report.html", "report.md", "data/real.parquet",
+              "data/train.parquet", "synthetic/synthetic.parquet", "train/model.safetensors",
+              "finetune/model.safetensors", "eval/train/metrics.json", "eval/finetune/metrics.json",
+              "eval/finetune/per_class.csv", "plots/counts.png", "plots/samples.png"]:
+        assert (out / f).is_file(), f
+    s = json.loads((out / "metrics.json").read_text())
+    assert set(s["results"]) == {"trained", "finetuned"}
+    assert s["final"] == "finetuned"
+    # uniformization: every class reaches the head count of the long-tailed set
+    assert s["real_train_counts"][0] == 40 and s["real_train_counts"] == sorted(s["real_train_counts"], reverse=True)
+    assert s["train_counts_after"] == [40] * 10
+    assert s["synthetic"] == 400 - sum(s["real_train_counts"])
+    assert "pool:heldout-real+synthetic-domain" in s["generator"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "tiny" in html
+    res = s["results"]["finetuned"]
+    assert 0.0 <= res["top1"] <= 1.0 and set(res["shot"]) >= {"many", "medium", "few", "all"}
+    # resolved config is complete (defaults filled in) and seeds propagated
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["optim"]["momentum"] == 0.9 and cfg["generate"]["seed"] == 0
+
+
+def test_no_test_rows_reach_training(tiny_run):
+    d, _ = tiny_run
+    out = d / "out"
+    train = Manifest.read(out / "data/train.parquet")
+    real = Manifest.read(out / "data/real.parquet")
+    assert set(train.df["split"]) == {"train", "val"}
+    test_paths = set(real.split("test").df["path"])
+    assert not test_paths & set(train.df["path"])
+    sub = Manifest.read(out / "finetune/finetune_subset.parquet")
+    assert set(sub.df["split"]) == {"train"} and set(sub.df["source"]) == {"real"}
+    # the pool the generator drew from is disjoint from real train, val and test
+    pool = Manifest.read(out / "data/heldout.parquet")
+    assert not set(pool.df["path"]) & set(real.df["path"])
+
+
+def test_rerun_is_cached_and_identical(tiny_run):
+    d, _ = tiny_run
+    out = d / "out"
+    before = json.loads((out / "metrics.json").read_text())
+    r = _synaug("run", d / "tiny.yaml", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stage in ("data", "plan", "generate", "train", "finetune"):
+        assert f"[{stage}] up to date, skipped" in r.stdout
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["results"] == before["results"]
+
+
+def test_changed_stage_config_reruns_only_downstream(tiny_run, tmp_path):
+    d, _ = tiny_run
+    cfg = dict(TINY, finetune={**TINY["finetune"], "epochs": 3})
+    p = tmp_path / "ft3.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = _synaug("run", p, "--out", d / "out")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[train] up to date, skipped" in r.stdout
+    assert "[finetune] running" in r.stdout
+
+
+def test_bad_run_config_is_one_line_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({**TINY, "trian": {}}))
+    r = _synaug("run", p, "--out", tmp_path / "o")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'trian'" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_compare(tiny_run, tmp_path):
+    d, _ = tiny_run
+    r = _synaug("report", d / "out", d / "out", "--out", tmp_path / "cmp")
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert md.count("| tiny | finetuned |") == 2
+    r = _synaug("report", tmp_path / "nope")
+    assert r.returncode == 2 and "not a finished run folder" in r.stderr
+
+
+def test_demo_quick(tmp_path):
+    """The README's first command at CI size: three runs and a comparison."""
+    r = _synaug("demo", "--quick", "--out", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("ce", "synaug-pool", "synaug-pool-shift"):
+        s = json.loads((tmp_path / "demo" / name / "metrics.json").read_text())
+        assert np.isfinite(s["results"][s["final"]]["top1"])
+    assert "generator of synaug-pool: pool of held-out real CIFAR-10" in r.stdout
+    assert "NOT a diffusion model" in (tmp_path / "demo" / "comparison.md").read_text()
