@@ -19,6 +19,7 @@ from .manifest import Manifest
 class DataConfig(Strict):
     dataset: str | None = "shared-cifar10"
     root: str | None = None
+    options: dict = {}           # extra adapter options, e.g. {names: FILE} (imagenet100-lt)
     manifest: str | None = None
     img_max: int | None = None
     train_per_class: int | None = None
@@ -52,7 +53,13 @@ def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
 def prepare(cfg: DataConfig) -> PreparedData:
     if bool(cfg.manifest) == bool(cfg.dataset):
         raise SynaugError("data: give exactly one of 'dataset' or 'manifest'")
-    m = Manifest.read(cfg.manifest, root=cfg.root) if cfg.manifest else load_dataset(cfg.dataset, cfg.root)
+    if cfg.manifest:
+        m = Manifest.read(cfg.manifest, root=cfg.root)
+    else:
+        from .data import _check_dataset_opts
+
+        _check_dataset_opts(cfg.dataset, cfg.options)
+        m = load_dataset(cfg.dataset, cfg.root, **cfg.options)
     if (m.df["source"] != "real").any():
         raise SynaugError("data: the input manifest must hold real images only")
     m = _cap(m, "train", cfg.train_per_class, cfg.split_seed)

@@ -1,0 +1,297 @@
+"""Paper-experiment configs, the Fig. 3 domain probe, the Fig. 5 toy and the CPU reproduction script."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from synaug.config import parse_override, set_dotted
+from synaug.errors import SynaugError
+from synaug.manifest import Manifest
+from synaug.run import load_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SCRIPT = ROOT / "benchmarks" / "reproduce_cpu.py"
+ABSENT = {"cifar100", "utkface", "waterbirds", "imagenet100-lt", "imagenet-lt"}
+
+
+def _import_script():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import reproduce_cpu
+    finally:
+        sys.path.pop(0)
+    return reproduce_cpu
+
+
+# ------------------------------------------------------------------------------ configs
+def test_configs_cover_the_paper():
+    names = {p.stem for p in CONFIGS}
+    for prefix in ("table1", "table2", "table3a", "table3bc", "table3d", "table4", "table5", "fig2", "fig3", "fig4"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    for cpu in ("table1-cpu", "table2-cpu", "table5-cpu", "fig2-cpu", "fig3-cpu"):
+        assert cpu in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_loads_as_run_config(path):
+    cfg = load_run_config(path)
+    assert cfg.name == path.stem
+    text = path.read_text()
+    if cfg.data.dataset in ABSENT:
+        # the user must fill in data.root, and the file says so at the top
+        assert cfg.data.root and "/path/to" in cfg.data.root
+        header = " ".join(line.lstrip("#").strip() for line in text.split("\nname:")[0].splitlines())
+        assert "NOT on this machine" in header
+    if path.stem.endswith("-cpu"):
+        assert cfg.data.dataset == "shared-cifar10" and cfg.data.root is None
+        if cfg.generate is not None:
+            assert cfg.generate.backend == "pool" and cfg.generate.pool.manifest == "heldout"
+            assert cfg.data.imbalance_factor is not None  # the held-out pool exists
+    else:
+        assert cfg.generate is None or cfg.generate.backend != "pool" or "EDIT" in text
+        if cfg.generate is not None and cfg.generate.backend in ("txt2img", "img2img"):
+            assert cfg.generate.model == "stabilityai/stable-diffusion-2-1-base"
+            assert cfg.generate.dtype == "fp16" and cfg.generate.steps == 10 and cfg.generate.scheduler == "dpm++"
+
+
+def _documented_overrides(path: Path):
+    """(target config, [overrides]) for every comment line that documents ``--set`` overrides."""
+    placeholders = {"K": "2", "R": "0.5", "S": "10", "N": "1"}
+    for line in path.read_text().splitlines():
+        if not line.lstrip().startswith("#") or "--set" not in line:
+            continue
+        m = re.search(r"configs/([\w.-]+\.yaml)", line)
+        target = ROOT / "configs" / m.group(1) if m else path
+        sets = []
+        for tok in re.findall(r"--set\s+(\S+)", line):
+            k, v = tok.split("=", 1)
+            sets.append(f"{k}={placeholders.get(v, v)}")
+        yield line.strip(), target, sets
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_documented_sweeps_are_valid_overrides(path):
+    for line, target, sets in _documented_overrides(path):
+        assert target.is_file(), line
+        try:
+            load_run_config(target, sets)
+        except SynaugError as e:  # pragma: no cover - the message is the point
+            pytest.fail(f"{path.name}: {line!r}: {e}")
+
+
+def test_paper_configs_follow_the_paper():
+    t1 = load_run_config(ROOT / "configs/table1-cifar100lt.yaml")
+    assert (t1.data.dataset, t1.data.img_max, t1.data.imbalance_factor) == ("cifar100", 500, 100)
+    assert t1.train.model.name == "resnet32" and t1.train.epochs == 200 and t1.train.mix.mixup
+    assert t1.train.schedule.milestones == [160, 180] and t1.finetune.mode == "finetune"
+    assert t1.generate.task == "cifar" and t1.generate.modifiers == "auto"
+    im = load_run_config(ROOT / "configs/fig4-imagenet100lt.yaml")
+    assert im.plan.target == 500 and im.train.model.name == "resnet50"
+    assert im.data.options.get("names")  # prompts need class names
+    star = load_run_config(ROOT / "configs/table3d-utkface-synaug-star.yaml")
+    assert star.plan.mode == "agnostic" and "{race}" not in star.generate.template
+    assert load_run_config(ROOT / "configs/table3a-utkface-synaug.yaml").plan.mode == "cell"
+    wb = load_run_config(ROOT / "configs/table4-waterbirds-dfr.yaml")
+    assert wb.finetune.mode == "dfr" and wb.finetune.balance_by == "cell"
+    assert load_run_config(ROOT / "configs/table4-waterbirds-synaug.yaml").plan.mode == "spurious"
+    f2 = load_run_config(ROOT / "configs/fig2-cifar100.yaml")
+    assert f2.plan.mode == "replace-class" and not f2.train.mix.mixup and f2.finetune is None
+
+
+def _fake_manifest(dataset: str, tmp: Path) -> Manifest:
+    """A small labelled table shaped like ``dataset`` (no image files: planning needs none)."""
+    from synaug.data.utkface import UTK_CLASSES, UTK_GROUPS
+    from synaug.data.waterbirds import WB_CLASSES, WB_GROUPS
+    from synaug.prompts import CIFAR100_CLASSES
+
+    rows = []
+    if dataset == "cifar100":
+        classes, groups = CIFAR100_CLASSES, None
+        for c in range(100):
+            rows += [{"path": f"{c}_{i}.png", "label": c, "split": "train"} for i in range(1 + (99 - c) // 10)]
+    elif dataset == "utkface":
+        classes, groups = UTK_CLASSES, UTK_GROUPS
+        for c in range(2):
+            for g in range(4):
+                rows += [{"path": f"{c}{g}_{i}.jpg", "label": c, "group": g, "age": 20 + i, "split": "train"}
+                         for i in range(2 + c * 3 + g)]
+    elif dataset == "waterbirds":
+        classes, groups = WB_CLASSES, WB_GROUPS
+        for g, n in enumerate([10, 2, 1, 5]):
+            rows += [{"path": f"{g}_{i}.jpg", "label": g // 2, "group": g, "split": "train"} for i in range(n)]
+    else:
+        classes, groups = ["tench", "goldfish", "great white shark"], None
+        rows = [{"path": f"{c}_{i}.jpg", "label": c, "split": "train"} for c in range(3) for i in range(3 * c + 1)]
+    return Manifest.from_records(rows, classes, {"real": tmp}, groups)
+
+
+GEN_CONFIGS = [p for p in CONFIGS if (load_run_config(p).generate or None) is not None
+               and load_run_config(p).generate.backend in ("txt2img", "img2img")]
+
+
+@pytest.mark.parametrize("path", GEN_CONFIGS, ids=lambda p: p.name)
+def test_prompts_render_for_every_planned_cell(path, tmp_path):
+    from synaug.generate.runner import build_prompt_fn
+    from synaug.plan import make_plan
+
+    cfg = load_run_config(path)
+    m = _fake_manifest(cfg.data.dataset, tmp_path)
+    p = cfg.plan
+    plan = make_plan(m, p.mode, target=p.target, k=p.k, ratio=p.ratio, equalize_groups=p.equalize_groups)
+    assert plan.total_synthetic > 0
+    prompt = build_prompt_fn(plan, cfg.generate)
+    for cell in plan.cells:
+        if cell.synthetic:
+            text = prompt(cell, 123)
+            assert cell.class_name.replace("_", " ") in text and "{" not in text and "/" not in text
+            if cell.group_name:
+                assert cell.group_name.split("/")[-1].lower() in text.lower()
+
+
+# ------------------------------------------------------------------------------ Fig. 3 probe
+def test_probe_is_chance_on_identical_distributions_and_sees_a_shift():
+    from synaug.experiments.probe import probe_accuracy
+
+    rng = np.random.default_rng(0)
+    n, d = 1500, 32
+    same = probe_accuracy(rng.normal(size=(n, d)), rng.normal(size=(n, d)), seed=0)
+    assert abs(same["accuracy"] - 0.5) < 4 * same["stderr"]  # about 0.5 +- 0.05
+    assert same["n_test"] == n and same["n_train"] == n
+    shifted = probe_accuracy(rng.normal(size=(n, d)), rng.normal(size=(n, d)) + 0.25, seed=0)
+    assert shifted["accuracy"] > 0.5 + 4 * shifted["stderr"]
+    # seeded: the same inputs give the same answer
+    a, b = rng.normal(size=(200, 4)), rng.normal(size=(200, 4)) + 1.0
+    assert probe_accuracy(a, b, seed=3) == probe_accuracy(a, b, seed=3)
+    with pytest.raises(SynaugError):
+        probe_accuracy(a, b[:, :3])
+
+
+def test_domain_probe_on_images(tmp_path):
+    """End to end on tiny PNGs: the stand-in synthetic half is the pool's shift of the real half;
+    an identity shift makes the 'shifted' probe identical to the control."""
+    from PIL import Image
+
+    from synaug.experiments.probe import domain_probe, load_images
+    from synaug.generate.pool import synthetic_domain_shift
+    from synaug.models import create_model
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(80):
+        arr = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"{i}.png")
+        rows.append({"path": f"{i}.png", "label": i % 2, "split": "train"})
+    m = Manifest.from_records(rows, ["a", "b"], {"real": tmp_path})
+    x = load_images(m.select(np.arange(80) < 3), shift="synthetic-domain")
+    with Image.open(tmp_path / "0.png") as im:
+        assert np.array_equal(x[0].permute(1, 2, 0).numpy(), np.asarray(synthetic_domain_shift(im.convert("RGB"))))
+    model = create_model("resnet32", num_classes=2, width=4)
+    res = domain_probe(model, m, n_per_domain=30, shift=lambda im: im, seed=1, device="cpu", test_fraction=0.5)
+    assert res["shifted"] == res["control"]
+    assert res["control"]["n_real"] == 30 and res["control"]["n_test"] == 30
+    res2 = domain_probe(model, m, n_per_domain=30, seed=1, device="cpu")
+    assert res2["control"] == res["control"] and 0.0 <= res2["shifted"]["accuracy"] <= 1.0
+    with pytest.raises(SynaugError, match=r"needs 2 x 50 real images"):
+        domain_probe(model, m, n_per_domain=50, device="cpu")
+    # the paper form: real vs a given synthetic manifest
+    res3 = domain_probe(model, m.select(np.arange(80) < 40), m.select(np.arange(80) >= 40), n_per_domain=20,
+                        device="cpu")
+    assert set(res3) == {"synthetic", "settings"} and res3["synthetic"]["n_synthetic"] == 20
+
+
+# ------------------------------------------------------------------------------ Fig. 5 toy
+def test_toy_class_and_group_imbalance_tilt_and_synaug_fixes_it():
+    from synaug.experiments import toy2d
+
+    a = toy2d.run(seed=0)
+    b = toy2d.run(seed=0)
+    ang = {k: v["angle_deg"] for k, v in a.items()}
+    assert ang == {k: v["angle_deg"] for k, v in b.items()}  # seeded
+    assert ang["class + group imbalance"] > ang["balanced"] + 5
+    assert ang["class + group imbalance + SYNAuG"] < ang["class + group imbalance"] - 5
+    assert a["class + group imbalance"]["eo"] > a["class + group imbalance + SYNAuG"]["eo"]
+
+
+# ------------------------------------------------------------------------------ reproduce_cpu.py helpers
+def test_shape_fits_pick_the_right_curve():
+    rep = _import_script()
+    f = np.array([1.0, 0.5, 0.2, 0.1, 0.02])
+    lin = rep.fit_shapes(f, 30 + 20 * f)
+    log = rep.fit_shapes(f, 40 + 5 * np.log(f))
+    assert lin["better"] == "linear" and lin["linear"]["r2"] > 0.999
+    assert log["better"] == "log" and log["log"]["r2"] > 0.999 and log["linear"]["b"] > 0
+
+
+def test_compare_and_merge():
+    rep = _import_script()
+    holds, text = rep.compare("A", [1.0, 2.0, 3.0], "B", [2.0, 2.5, 2.0], "top-1")
+    assert holds == "on average" and "+0.17" in text and "2/3 seeds positive" in text
+    assert "not in every seed" in rep.verdict(holds)
+    assert rep.compare("A", [1.0, 2.0], "B", [1.5, 2.5], "x")[0] == "yes"
+    assert rep.compare("A", [3.0], "B", [1.0], "x")[0] == "no"
+    assert "NOT" in rep.verdict("no") and "NOT" in rep.verdict(False) and "NOT" not in rep.verdict(True)
+    base = {"plan": None, "train": {"epochs": 12, "model": {"name": "resnet32"}}}
+    out = rep._merge(base, {"plan": {"mode": "class"}, "finetune": {"epochs": 2}, "train": {"model": {"width": 4}}})
+    assert out["plan"] is None and "finetune" not in out  # a stage that is off stays off
+    assert out["train"] == {"epochs": 12, "model": {"name": "resnet32", "width": 4}}
+    assert rep.fmt([1.0, 3.0]) == "2.00 ± 1.41" and rep.fmt([float("nan")]) == "–"
+
+
+def test_reproduction_specs_are_valid_and_small_scale_is_the_config_files():
+    rep = _import_script()
+    small, tiny = rep.run_specs("small"), rep.run_specs("tiny")
+    assert set(small) >= {"ce", "balanced_softmax", "ldam_drw", "weight_balancing", "synaug", "web", "real_balanced"}
+    for name, raw in {**small, **{f"t-{k}": v for k, v in tiny.items()}}.items():
+        load_run_config(None, base={**raw, "name": name})
+    t1 = yaml.safe_load((ROOT / "configs/table1-cpu.yaml").read_text())
+    assert small["synaug"]["train"] == t1["train"] and small["synaug"]["data"] == t1["data"]
+    assert small["synaug_retrain"]["finetune"]["mode"] == "retrain" and small["synaug_nomix"]["finetune"] is None
+    assert small["ldam_drw"]["train"]["algorithm"]["ldam"]["drw_epoch"] < small["ldam_drw"]["train"]["epochs"]
+    assert tiny["ce"].get("finetune") is None and tiny["ce"]["train"]["epochs"] == 1
+    # only the last-layer step differs between the runs that share one trained model
+    for a, b in rep.REUSE.items():
+        strip = lambda d: {k: v for k, v in d.items() if k not in ("finetune", "description")}  # noqa: E731
+        assert strip(small[a]) == strip(small[b])
+
+
+def test_reproduce_cpu_tiny_writes_results(tmp_path):
+    out, results = tmp_path / "runs", tmp_path / "doc" / "results.md"
+    cmd = [sys.executable, str(SCRIPT), "--scale", "tiny", "--seeds", "0", "--only", "fig5", "probe",
+           "--out", str(out), "--results", str(results)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = results.read_text()
+    assert "## Fig. 3a — domain probe" in text and "## Fig. 5" in text and "## Table 1" not in text
+    assert "| real vs \"synthetic\"" in text and "74.16" in text          # measured next to the paper's value
+    assert "NOT Stable Diffusion" in text or "No Stable Diffusion weights" in text
+    assert re.search(r"\| class \+ group imbalance \| \d+\.\d", text)
+    assert re.search(r"Wall time: \d+ s", text) and "seeds 0" in text
+    assert (results.parent / "fig5_toy.png").stat().st_size > 1000
+    run_dir = out / "tiny" / "seed0" / "real_balanced"
+    assert (run_dir / "report.html").is_file() and (run_dir / "train" / "model.safetensors").is_file()
+    probe = json.loads((out / "tiny" / "seed0" / "probe.json").read_text())["result"]
+    assert 0.0 <= probe["shifted"]["accuracy"] <= 1.0 and probe["shifted"]["n_real"] == 100
+    # a second invocation reuses every cached stage and the cached probe
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r2.returncode == 0 and "[train] up to date, skipped" in r2.stdout
+    assert "[train] running" not in r2.stdout
+    assert json.loads((out / "tiny" / "seed0" / "probe.json").read_text())["result"] == probe
+
+
+def test_data_options_reach_the_dataset_adapter():
+    """``data.options`` (used by configs/fig4-imagenet100lt.yaml for class names) is checked
+    against the adapter's signature before anything is loaded."""
+    from synaug.prepare import DataConfig, prepare
+
+    with pytest.raises(SynaugError, match="has no option 'bogus'"):
+        prepare(DataConfig(dataset="shared-cifar10", options={"bogus": 1}))
+    with pytest.raises(SynaugError, match="no train split list"):
+        prepare(DataConfig(dataset="imagenet100-lt", root=str(ROOT / "configs"), options={"names": "x.txt"}))
