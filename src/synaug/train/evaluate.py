@@ -1,0 +1,229 @@
+"""Evaluation: predictions of a model on a manifest and every metric the paper reports.
+
+Outputs (when ``out_dir`` is given): ``metrics.json``, ``per_class.csv``,
+``predictions.csv`` and ``confusion.png``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import SynaugError
+from ..io import atomic_path, write_json_atomic
+from ..manifest import Manifest
+from .. import metrics as M
+from .config import AugmentConfig, DataConfig
+from .data import ImageSet
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise SynaugError(f"unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SynaugError("device cuda requested but no CUDA GPU is available")
+    return dev
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images: ImageSet, batch_size: int = 512,
+                   features: bool = False) -> torch.Tensor:
+    """Logits (or encoder features) of every row of ``images``, in row order, on the CPU.
+
+    Runs in eval mode under ``torch.inference_mode``; the model's train/eval state is restored.
+    """
+    was_training = model.training
+    model.eval()
+    order = torch.arange(len(images))
+    out = []
+    fn = model.features if features else model
+    for batch in images.batches(order, batch_size, None, torch.Generator()):
+        out.append(fn(batch.x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def real_train_counts(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """Class counts ``(C,)`` and class x group counts ``(C, G)`` of the REAL training rows
+    (``split == "train"``, ``source == "real"``): the counts SYNAuG uses for the
+    many/medium/few buckets and for weighting group accuracies (before uniformization)."""
+    df = manifest.df
+    real = manifest.select(((df["split"] == "train") & (df["source"] == "real")).to_numpy())
+    return real.class_counts(), real.cell_counts()
+
+
+def cell_ids(labels: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """Class x group cell id ``label * G + group`` (the Waterbirds "group")."""
+    G = max(num_groups, 1)
+    return labels * G + np.clip(groups, 0, None)
+
+
+def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, classes: list[str],
+                    group_names: Optional[list[str]], train_counts=None, train_cell_counts=None,
+                    counts_source: str = "given") -> dict:
+    """All metrics as one JSON-ready dict (see :func:`evaluate`)."""
+    C = len(classes)
+    out: dict = {"num_samples": int(len(y_true)), "top1": M.top1_accuracy(y_true, y_pred)}
+    pc = M.per_class_accuracy(y_true, y_pred, C)
+    out["mean_class_accuracy"] = float(np.nanmean(pc)) if np.isfinite(pc).any() else float("nan")
+    out["per_class"] = {classes[c]: (None if np.isnan(pc[c]) else float(pc[c])) for c in range(C)}
+    if train_counts is not None:
+        tc = np.asarray(train_counts)
+        if tc.shape != (C,):
+            raise SynaugError(f"train_counts has {tc.size} entries, the model has {C} classes")
+        out["shot"] = M.shot_accuracy(y_true, y_pred, tc)
+        out["shot_counts"] = {"source": counts_source, "counts": tc.astype(int).tolist(),
+                              "buckets": {"many": ">100", "medium": "20-100", "few": "<20"}}
+    has_groups = group_names is not None and (groups >= 0).any()
+    G = len(group_names) if group_names else 0
+    cells = cell_ids(y_true, groups, G)
+    if has_groups:
+        keep = groups >= 0
+        counts_arg = None
+        if train_cell_counts is not None:
+            counts_arg = np.asarray(train_cell_counts).reshape(-1)
+        ga = M.group_accuracy(y_true[keep], y_pred[keep], cells[keep], counts_arg)
+        per = M.per_group_accuracy(y_true[keep], y_pred[keep], cells[keep])
+        ga["per_group"] = {f"{classes[k // G]}/{group_names[k % G]}": v for k, v in per.items()}
+        ga["groups"] = "class x group"
+        if counts_arg is not None:
+            ga["weighted_by"] = f"training cell counts ({counts_source})"
+        out["group_accuracy"] = ga
+        per_attr = M.per_group_accuracy(y_true[keep], y_pred[keep], groups[keep])
+        out["attribute_accuracy"] = {group_names[k]: v for k, v in per_attr.items()}
+        if C == 2:
+            out["fairness"] = {
+                "demographic_parity": M.demographic_parity(y_pred[keep], groups[keep]),
+                "equal_opportunity": M.equal_opportunity(y_true[keep], y_pred[keep], groups[keep]),
+                "equalized_odds": M.equalized_odds(y_true[keep], y_pred[keep], groups[keep]),
+                "positive_class": classes[1]}
+    return out
+
+
+def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_dir=None,
+             train_group_counts=None, *, counts_source: str = "given", data: Optional[DataConfig] = None,
+             augment: Optional[AugmentConfig] = None, device="auto", channels_last: bool = True,
+             purpose: str = "evaluation") -> dict:
+    """Evaluate ``model`` on every row of ``manifest``.
+
+    Parameters
+    ----------
+    model : Classifier
+    manifest : Manifest
+        Rows to evaluate (typically the test split; this is the one place it may be used).
+    train_counts : array-like of int, shape (C,), optional
+        Training images per class for the many/medium/few buckets. SYNAuG reports them by
+        the *real* training counts before uniformization; say which in ``counts_source``.
+    out_dir : path, optional
+        Write ``metrics.json``, ``per_class.csv``, ``predictions.csv``, ``confusion.png``.
+    train_group_counts : array-like, shape (C, G), optional
+        Training counts per class x group cell; adds ``group_accuracy.weighted_mean``.
+    counts_source : str
+        Label recorded with the counts (e.g. "real train rows before uniformization").
+    data, augment : configs, optional
+        How images are decoded (size, cache) and normalised (mean/std of training).
+    purpose : str
+        "evaluation" (any split) or "model selection" (test rows refused).
+
+    Returns
+    -------
+    dict
+        ``top1``, ``mean_class_accuracy``, ``per_class``, ``shot`` (with counts),
+        ``group_accuracy`` / ``attribute_accuracy`` / ``fairness`` when groups exist.
+    """
+    dev = resolve_device(device)
+    meta = getattr(model, "meta", {}) or {}
+    # default to the training run's image size and normalisation (stored in the checkpoint)
+    data = data or DataConfig(image_size=meta.get("image_size"))
+    if augment is None:
+        augment = (AugmentConfig(mean=tuple(meta["mean"]), std=tuple(meta["std"])) if "mean" in meta
+                   else AugmentConfig())
+    images = ImageSet(manifest, data, purpose, dev, channels_last, augment.mean, augment.std)
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    logits = predict_logits(model, images, data.eval_batch_size)
+    y_pred = logits.argmax(1).numpy()
+    y_true = manifest.df["label"].to_numpy()
+    groups = manifest.df["group"].to_numpy()
+    res = compute_metrics(y_true, y_pred, groups, manifest.classes, manifest.groups, train_counts,
+                          train_group_counts, counts_source)
+    if out_dir is not None:
+        write_outputs(Path(out_dir), res, manifest, y_pred, train_counts)
+    return res
+
+
+def write_outputs(out_dir: Path, res: dict, manifest: Manifest, y_pred: np.ndarray, train_counts=None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y_true = manifest.df["label"].to_numpy()
+    C = manifest.num_classes
+    cm = M.confusion_matrix(y_true, y_pred, C)
+    rows = []
+    buckets = M.shot_buckets(train_counts) if train_counts is not None else None
+    for c, name in enumerate(manifest.classes):
+        n = int(cm[c].sum())
+        rows.append({"label": c, "class_name": name, "n_eval": n, "correct": int(cm[c, c]),
+                     "accuracy": (cm[c, c] / n) if n else float("nan"),
+                     "train_count": int(train_counts[c]) if train_counts is not None else None,
+                     "bucket": buckets[c] if buckets is not None else None})
+    _write_csv(out_dir / "per_class.csv", pd.DataFrame(rows))
+    pred = manifest.df[["path", "source", "split", "label", "group"]].copy()
+    pred["pred"] = y_pred
+    _write_csv(out_dir / "predictions.csv", pred)
+    plot_confusion(cm, manifest.classes, out_dir / "confusion.png")
+    write_json_atomic(out_dir / "metrics.json", json_safe(res))
+
+
+def json_safe(obj):
+    """NaN / inf -> None, so the file is strict JSON (an empty bucket has no accuracy)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix as a PNG (matplotlib, Agg backend)."""
+    # Figure + Agg canvas directly: no pyplot, no global backend switch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    C = len(classes)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, np.maximum(rows, 1))
+    size = min(4 + 0.35 * C, 24)
+    fig = Figure(figsize=(size, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if C <= 30:
+        ax.set_xticks(range(C), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(C), classes, fontsize=8)
+    if C <= 15:
+        for i in range(C):
+            for j in range(C):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

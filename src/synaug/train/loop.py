@@ -1,0 +1,391 @@
+"""Step 2 of SYNAuG: train encoder f and head g on the uniformized set, with batch Mixup.
+
+``train_model`` is the engine behind ``synaug train``: it trains, validates (model
+selection on the *validation* split only), checkpoints every epoch and resumes from the
+last complete epoch; a resumed run ends with the same weights as an uninterrupted one
+(fixed seeds, same device), because every random stream is re-seeded from
+``(seed, epoch, rank)`` at the start of each epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import dump, save_resolved
+from ..errors import SynaugError
+from ..io import write_json_atomic
+from ..manifest import Manifest
+from ..models import Classifier, create_model
+from . import checkpoint as ckpt
+from . import distributed as ddp
+from .algorithms import Algorithm, DataInfo, build_algorithm
+from .config import TrainConfig
+from .data import ImageSet, epoch_order, refuse_test_rows
+from .evaluate import cell_ids, predict_logits, resolve_device
+from .optim import build_optimizer, lr_at, set_lr
+
+# config keys that may change between a run and its resumption
+_RESUME_IGNORED = {"progress", "keep_checkpoints", "eval_every"}
+_RESUME_IGNORED_DATA = {"num_workers", "cache_dir", "eval_batch_size"}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns."""
+
+    model: Classifier            # the selected model (best val epoch, else last), eval mode
+    checkpoint: Path             # its weights: ``out_dir / "model.safetensors"``
+    history: list[dict]          # one row per epoch: lr, loss, img/s, val metrics
+    best_epoch: Optional[int]    # selected epoch (None when there is no val split)
+    out_dir: Path
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed derived from integers (independent streams per purpose/epoch/rank)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def manifest_fingerprint(m: Manifest) -> str:
+    h = hashlib.sha256()
+    for col in ("source", "path", "label", "group"):
+        h.update("\n".join(map(str, m.df[col].tolist())).encode())
+    return h.hexdigest()[:16]
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
+    head = cfg.model.head
+    if head == "auto":
+        head = "cosine" if cfg.algorithm.name == "ldam_drw" else "linear"
+    kw: dict = {"head": head, **cfg.model.kwargs}
+    if cfg.model.width is not None:
+        kw["width"] = cfg.model.width
+    if cfg.model.cifar_stem:
+        kw["cifar_stem"] = True
+    if cfg.model.pretrained:
+        kw["pretrained"] = True
+    try:
+        return create_model(cfg.model.name, num_classes, **kw)
+    except TypeError as e:
+        raise SynaugError(f"model {cfg.model.name!r}: unsupported option ({e})") from None
+
+
+def make_mixer(cfg: TrainConfig):
+    """torchvision.transforms.v2 MixUp / CutMix (or a random choice of both), or None.
+
+    Labels are passed as ``(B, K)`` probabilities, so extra columns (group membership for
+    Group-DRO) are mixed with exactly the same pairs and weights as the class labels.
+    """
+    from torchvision.transforms import v2
+
+    mixers = []
+    if cfg.mix.mixup:
+        mixers.append(v2.MixUp(alpha=cfg.mix.mixup_alpha))
+    if cfg.mix.cutmix:
+        mixers.append(v2.CutMix(alpha=cfg.mix.cutmix_alpha))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def _check_resume(last: dict, cfg_dump: dict, fingerprint: str, out_dir: Path) -> None:
+    def strip(d):
+        d = {k: v for k, v in d.items() if k not in _RESUME_IGNORED}
+        d["data"] = {k: v for k, v in d.get("data", {}).items() if k not in _RESUME_IGNORED_DATA}
+        return d
+
+    if strip(last["config"]) != strip(cfg_dump):
+        raise SynaugError(f"{out_dir} holds a run with a different config; use another --out "
+                          f"or start over with --no-resume")
+    if last.get("train_fingerprint") != fingerprint:
+        raise SynaugError(f"{out_dir} holds a run on a different training manifest; use another --out "
+                          f"or start over with --no-resume")
+
+
+def _select_value(metric: str, logits: torch.Tensor, val: Manifest) -> float:
+    y = val.df["label"].to_numpy()
+    pred = logits.argmax(1).numpy()
+    if metric == "top1":
+        return float((pred == y).mean())
+    ids = y if metric == "mean_class" else cell_ids(y, val.df["group"].to_numpy(), val.num_groups)
+    accs = [float((pred[ids == k] == y[ids == k]).mean()) for k in np.unique(ids)]
+    return float(np.mean(accs)) if metric == "mean_class" else float(np.min(accs))
+
+
+def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = None,
+                cfg: Optional[TrainConfig] = None, out_dir: str | Path = "runs/train", *,
+                resume: bool = True, callbacks: Sequence[Callable[[dict], None]] = ()) -> TrainResult:
+    """Train a classifier (encoder f + head g) on the ``train`` rows of ``train_manifest``.
+
+    Parameters
+    ----------
+    train_manifest : Manifest
+        Training rows (real and synthetic, ``split == "train"``); ``val`` rows in it are used
+        for model selection when ``val_manifest`` is None. Test rows are refused.
+    val_manifest : Manifest, optional
+        Rows for model selection (best epoch by ``cfg.select_metric``). Test rows are refused.
+        Without any validation rows the last epoch is kept.
+    cfg : TrainConfig, optional
+        Defaults: the CIFAR-LT recipe with Mixup on.
+    out_dir : path
+        Run folder: checkpoints, ``last.json``, ``model.safetensors``, ``history.json``.
+    resume : bool
+        Continue from ``out_dir/last.json`` when present (same config and data required).
+    callbacks : sequence of callables
+        Called with each epoch's history row after its checkpoint is written.
+
+    Returns
+    -------
+    TrainResult
+    """
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    device = ddp.local_device(resolve_device(cfg.device))
+    rank, world = ddp.init(device)
+    refuse_test_rows(train_manifest, "training")
+    train_m = train_manifest.split("train")
+    if len(train_m) == 0:
+        raise SynaugError("the training manifest has no split == 'train' rows")
+    if val_manifest is not None:
+        refuse_test_rows(val_manifest, "model selection")
+        val_m = val_manifest
+    else:
+        val_m = train_manifest.split("val")
+    val_m = val_m if len(val_m) else None
+    if val_m is not None and val_m.classes != train_m.classes:
+        raise SynaugError("validation and training manifests have different classes")
+
+    seed_everything(cfg.seed)
+    aug = cfg.augment
+    train_set = ImageSet(train_m, cfg.data, "training", device, cfg.channels_last, aug.mean, aug.std)
+    val_set = (ImageSet(val_m, cfg.data, "model selection", device, cfg.channels_last, aug.mean, aug.std)
+               if val_m is not None and rank == 0 else None)
+    C = train_m.num_classes
+    info = DataInfo(train_m.df["label"].to_numpy(), train_m.df["group"].to_numpy(), C,
+                    train_m.num_groups, cfg.epochs)
+    algo = build_algorithm(cfg.algorithm, info, device)
+    total_epochs = cfg.epochs + algo.extra_epochs()
+
+    torch.manual_seed(seed_for(cfg.seed, 0xA11))  # model init independent of data-side draws
+    model = build_model(cfg, C).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    real = train_m.df["source"] == "real"
+    meta = {"classes": train_m.classes, "groups": train_m.groups,
+            "train_class_counts": train_m.class_counts().tolist(),
+            "real_train_class_counts": np.bincount(train_m.df.loc[real, "label"], minlength=C).tolist(),
+            "train_cell_counts": train_m.cell_counts().tolist(),
+            "real_train_cell_counts": train_m.select(real.to_numpy()).cell_counts().tolist(),
+            "algorithm": cfg.algorithm.name, "mean": list(aug.mean), "std": list(aug.std),
+            "image_size": cfg.data.image_size, "stage": "train"}
+    cfg_dump = dump(cfg)
+    fingerprint = manifest_fingerprint(train_m)
+
+    # ------------------------------------------------------------- state / resume
+    phase = lambda e: "main" if e < cfg.epochs else "head"  # noqa: E731
+    start, history, best = 0, [], {"epoch": None, "value": None, "metric": cfg.select_metric}
+    optimizer = _optimizer_for(model, "main", cfg, algo)
+    last = ckpt.read_last(out_dir) if resume else None
+    if last is not None:
+        _check_resume(last, cfg_dump, fingerprint, out_dir)
+        state = ckpt.load_file_state(out_dir / last["weights"])
+        model.load_state_dict(state)
+        start = int(last["epoch"]) + 1
+        history, best = last["history"], last["best"]
+        if start < total_epochs:
+            optimizer = _optimizer_for(model, phase(start), cfg, algo)
+            if last["phase"] == phase(start):
+                algo_state = ckpt.load_training_state(out_dir / last["state"], last["optimizer"], optimizer, device)
+                algo.load_state_dict(algo_state)
+            else:  # first head-phase epoch: fresh head optimizer, keep algorithm state
+                algo.load_state_dict(ckpt.load_training_state_algo(out_dir / last["state"]))
+    elif rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "last.json").unlink(missing_ok=True)  # --no-resume: never point at an old run
+        save_resolved(cfg, out_dir / "config.yaml")
+
+    mixer = make_mixer(cfg)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    net = None
+    for epoch in range(start, total_epochs):
+        ph = phase(epoch)
+        if epoch == start or (ph == "head" and phase(epoch - 1) == "main"):
+            if epoch != start:
+                optimizer = _optimizer_for(model, ph, cfg, algo)
+            net = _prepare(model, ph, cfg, device)
+        lr = (lr_at(epoch, cfg.optim.lr, cfg.epochs, cfg.schedule) if ph == "main"
+              else algo.head_phase_optim().get("lr", cfg.optim.lr))
+        set_lr(optimizer, lr)
+        row = _train_epoch(net, model, optimizer, algo, train_set, cfg, epoch, total_epochs, ph,
+                           mixer, scaler, device, rank, world)
+        row["lr"] = lr
+        row["phase"] = ph
+        # model selection on the validation split (rank 0 evaluates, all ranks agree)
+        if val_set is not None or (val_m is not None and world > 1):
+            if (epoch + 1) % cfg.eval_every == 0 or epoch == total_epochs - 1:
+                value = None
+                if rank == 0:
+                    logits = predict_logits(model, val_set, cfg.data.eval_batch_size)
+                    value = _select_value(cfg.select_metric, logits, val_m)
+                    row["val_top1"] = _select_value("top1", logits, val_m)
+                    row[f"val_{cfg.select_metric}"] = value
+                value = ddp.broadcast(value)
+                if best["value"] is None or value > best["value"]:
+                    # a new file per best epoch; last.json (written below) is the only pointer to it
+                    best.update(epoch=epoch, value=value, weights=f"best_{epoch:04d}.safetensors")
+                    if rank == 0:
+                        ckpt.save_model(model, out_dir / best["weights"], {**meta, "epoch": epoch})
+        history.append(row)
+        if cfg.progress and rank == 0:
+            _log_epoch(row, total_epochs)
+        if rank == 0:
+            _write_epoch(out_dir, model, optimizer, algo, meta, epoch, ph, history, best, cfg_dump,
+                         fingerprint, world, scaler)
+        ddp.barrier()
+        for cb in callbacks:
+            cb(row)
+
+    # ------------------------------------------------------------- final model
+    in_sync = ddp.parameters_in_sync(model) if world > 1 else None
+    last = ckpt.read_last(out_dir) if rank == 0 else None
+    if rank == 0:
+        if last is None:
+            raise SynaugError(f"no completed epoch in {out_dir}")
+        src = out_dir / (best["weights"] if best["epoch"] is not None else last["weights"])
+        final = ckpt.load_model(src, device)
+        ckpt.save_model(final, out_dir / "model.safetensors",
+                        {**meta, "epoch": final.meta.get("epoch"), "selected_by": (
+                            f"val {cfg.select_metric}" if best["epoch"] is not None else "last epoch")})
+        write_json_atomic(out_dir / "history.json", history)
+        write_json_atomic(out_dir / "summary.json", {
+            "epochs": total_epochs, "best_epoch": best["epoch"], "best_value": best["value"],
+            "select_metric": cfg.select_metric if best["epoch"] is not None else None,
+            "num_train": len(train_m), "num_val": len(val_m) if val_m is not None else 0,
+            "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
+            "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync})
+    ddp.barrier()
+    final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
+    return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)
+
+
+# ---------------------------------------------------------------------- pieces
+def _optimizer_for(model: Classifier, ph: str, cfg: TrainConfig, algo: Algorithm):
+    if ph == "main":
+        model.requires_grad_(True)
+        return build_optimizer(model.parameters(), cfg.optim)
+    model.encoder.requires_grad_(False)
+    model.head.requires_grad_(True)
+    o = algo.head_phase_optim()
+    return build_optimizer(model.head.parameters(), cfg.optim, o.get("lr"), o.get("weight_decay"))
+
+
+def _prepare(model: Classifier, ph: str, cfg: TrainConfig, device) -> torch.nn.Module:
+    if ph == "head":
+        model.encoder.requires_grad_(False)
+    net = ddp.wrap(model, device)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _train_epoch(net, model, optimizer, algo, train_set, cfg, epoch, total_epochs, ph, mixer, scaler,
+                 device, rank, world) -> dict:
+    from tqdm.auto import tqdm
+
+    C = model.num_classes
+    # every random stream of this epoch derives from (seed, epoch[, rank]): exact resumption
+    order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1))
+    aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 2, rank))
+    torch.manual_seed(seed_for(cfg.seed, epoch, 3, rank))
+    weights = algo.sample_weights()
+    order = epoch_order(len(train_set), order_gen, weights)
+    net.train()
+    if ph == "head":
+        model.encoder.eval()  # frozen encoder: BatchNorm statistics stay fixed
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+           if cfg.amp != "off" else nullcontext())
+    bar = tqdm(total=len(order) // world, desc=f"epoch {epoch + 1}/{total_epochs}", unit="img",
+               disable=not cfg.progress or rank != 0, leave=False, dynamic_ncols=True)
+    loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
+    for batch in train_set.batches(order, cfg.batch_size, cfg.augment, aug_gen, rank, world):
+        x, y = batch.x, batch.y
+        targets: torch.Tensor = y
+        group_mix = None
+        if algo.num_loss_groups:
+            group_mix = F.one_hot(algo.loss_group_ids(y, batch.g), algo.num_loss_groups).float()
+        if mixer is not None and ph == "main" and float(torch.rand(())) < cfg.mix.prob:
+            lab = F.one_hot(y, C).float()
+            if group_mix is not None:
+                lab = torch.cat([lab, group_mix], 1)
+            x, lab = mixer(x, lab)
+            targets = lab[:, :C]
+            group_mix = lab[:, C:] if group_mix is not None else None
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        with amp:
+            logits = net(x)
+        loss = algo.loss(logits.float(), targets, group_mix, epoch)
+        if not torch.isfinite(loss):
+            raise SynaugError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower optim.lr")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        algo.after_step(model, epoch)
+        n = len(y)
+        loss_sum += float(loss.detach()) * n
+        seen += n
+        bar.update(n)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+    bar.close()
+    secs = time.perf_counter() - t0
+    return {"epoch": epoch, "loss": loss_sum / max(seen, 1), "images": seen * world,
+            "seconds": secs, "img_per_s": seen * world / max(secs, 1e-9)}
+
+
+def _log_epoch(row: dict, total: int) -> None:
+    from tqdm.auto import tqdm
+
+    val = "".join(f" {k} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
+    tqdm.write(f"epoch {row['epoch'] + 1}/{total} [{row['phase']}] loss {row['loss']:.4f} lr {row['lr']:.3g} "
+               f"{row['img_per_s']:.0f} img/s{val}")
+
+
+def _write_epoch(out_dir, model, optimizer, algo, meta, epoch, ph, history, best, cfg_dump,
+                 fingerprint, world, scaler) -> None:
+    wname = f"epoch_{epoch:04d}.safetensors"
+    sname = f"epoch_{epoch:04d}.state.safetensors"
+    ckpt.save_model(model, out_dir / wname, {**meta, "epoch": epoch})
+    opt_info = ckpt.save_training_state(out_dir / sname, optimizer, algo.state_dict())
+    record = {"epoch": epoch, "phase": ph, "weights": wname, "state": sname, "optimizer": opt_info,
+              "scheduler": {"kind": "epoch-function", "lr": history[-1]["lr"]},
+              "scaler": scaler.state_dict() if scaler is not None else None,
+              "history": history, "best": best, "config": cfg_dump,
+              "train_fingerprint": fingerprint, "world_size": world}
+    ckpt.write_last(out_dir, record)
+    # drop older epoch files (the pointer already moved on)
+    keep = {f"epoch_{e:04d}" for e in range(epoch - cfg_dump["keep_checkpoints"] + 1, epoch + 1)}
+    keep.add(Path(best.get("weights") or "-").name.split(".")[0])
+    for p in [*out_dir.glob("epoch_*.safetensors"), *out_dir.glob("best_*.safetensors")]:
+        if p.name.split(".")[0] not in keep:
+            p.unlink(missing_ok=True)

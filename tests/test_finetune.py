@@ -1,0 +1,161 @@
+"""Last layer (SYNAuG step 3): balanced real subset, frozen encoder, finetune / retrain / DFR."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synaug.errors import SynaugError
+from synaug.manifest import Manifest
+from synaug.models import create_model
+from synaug.train import FinetuneConfig, balanced_subset, finetune_last_layer, load_checkpoint
+from synaug.train.toydata import make_toy_manifest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: one thread is faster and immune to OpenMP spin under CPU contention
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ftdata")
+    groups = ["land", "water"]
+    real = make_toy_manifest(root, {(0, 0): 24, (0, 1): 5, (1, 0): 6, (1, 1): 20}, groups=groups, size=16, seed=0)
+    syn = make_toy_manifest(root / "syn", {(0, 1): 19, (1, 0): 18}, num_classes=2, groups=groups, size=16,
+                            seed=9, source="synthetic", prefix="s")
+    val = make_toy_manifest(root, {(c, g): 6 for c in range(2) for g in range(2)}, groups=groups, size=16,
+                            seed=1, split="val")
+    test = make_toy_manifest(root, {(c, g): 3 for c in range(2) for g in range(2)}, groups=groups, size=16,
+                             seed=2, split="test")
+    return {"all": Manifest.concat([real, syn, val]), "real": real, "val": val, "test": test,
+            "cache": str(root / "cache")}
+
+
+def _cfg(data, **kw):
+    return FinetuneConfig.model_validate({"epochs": 3, "batch_size": 8, "lr": 0.05, "progress": False,
+                                          "data": {"cache_dir": data["cache"]}, **kw})
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return create_model("resnet20", 2, width=4)
+
+
+def test_subset_is_balanced_and_only_real_train_rows(data):
+    sub, info = balanced_subset(data["all"], "class", None, seed=0)
+    assert set(sub.df["source"]) == {"real"} and set(sub.df["split"]) == {"train"}
+    assert sub.class_counts().tolist() == [26, 26]  # smallest real class: 6 + 20
+    assert info["per_cell"] == 26
+    cell, info = balanced_subset(data["all"], "cell", None, seed=0)
+    assert cell.cell_counts().tolist() == [[5, 5], [5, 5]]
+    fixed, info = balanced_subset(data["all"], "cell", 6, seed=0)
+    assert fixed.cell_counts().tolist() == [[6, 5], [6, 6]] and info["short_cells"] == {"1": 5}
+    # seeded: same seed same rows, other seed other rows
+    a = balanced_subset(data["all"], "cell", 4, seed=1)[0].df["path"].tolist()
+    assert a == balanced_subset(data["all"], "cell", 4, seed=1)[0].df["path"].tolist()
+    assert a != balanced_subset(data["all"], "cell", 4, seed=2)[0].df["path"].tolist()
+    pool = set(data["real"].df["path"])
+    assert set(a) <= pool
+
+
+def test_subset_needs_every_class(data):
+    only0 = data["real"].select((data["real"].df["label"] == 0).to_numpy())
+    with pytest.raises(SynaugError, match="class1"):
+        balanced_subset(only0)
+
+
+def test_finetune_updates_only_the_head(data, tmp_path):
+    model = _model()
+    enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    out = finetune_last_layer(model, data["all"], _cfg(data, balance_by="cell", lr=0.002, epochs=5), tmp_path)
+    for k, v in out.encoder.state_dict().items():
+        assert torch.equal(v, enc_before[k]), f"encoder changed: {k}"   # incl. BN running stats
+    assert not torch.equal(out.head.weight, head_before["weight"])
+    rec = json.loads((tmp_path / "finetune.json").read_text())
+    assert rec["mode"] == "finetune" and rec["subset"]["per_cell"] == 5
+    assert rec["history"][-1]["loss"] < rec["history"][0]["loss"]
+    sub = Manifest.read(tmp_path / "finetune_subset.parquet")
+    assert len(sub) == 20 and set(sub.df["source"]) == {"real"}
+    saved = load_checkpoint(tmp_path / "model.safetensors")
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(saved(x), out(x), atol=1e-5)
+    assert saved.meta["stage"] == "finetune"
+
+
+def test_finetune_starts_from_the_trained_head_and_retrain_reinitialises(data):
+    # with a zero learning-rate effect (1 epoch, tiny lr) finetune keeps the head, retrain replaces it
+    cfg = dict(epochs=1, lr=1e-12, weight_decay=0.0, momentum=0.0)
+    m1 = _model()
+    trained_head = m1.head.weight.clone()
+    ft = finetune_last_layer(m1, data["all"], _cfg(data, mode="finetune", **cfg))
+    assert torch.allclose(ft.head.weight, trained_head, atol=1e-9)
+    m2 = _model()
+    rt = finetune_last_layer(m2, data["all"], _cfg(data, mode="retrain", **cfg))
+    assert not torch.allclose(rt.head.weight, trained_head)
+    m3 = _model()
+    rt2 = finetune_last_layer(m3, data["all"], _cfg(data, mode="retrain", **cfg))
+    assert torch.equal(rt.head.weight, rt2.head.weight)  # seeded re-initialisation
+    m4 = _model()
+    rt3 = finetune_last_layer(m4, data["all"], _cfg(data, mode="retrain", seed=7, **cfg))
+    assert not torch.equal(rt.head.weight, rt3.head.weight)
+
+
+def test_dfr_fits_logistic_regression_with_C_chosen_on_val(data, tmp_path):
+    model = _model()
+    enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    cfg = _cfg(data, mode="dfr", balance_by="cell", dfr_Cs=[1.0, 0.01], dfr_repeats=3)
+    out = finetune_last_layer(model, data["all"], cfg, tmp_path)
+    rec = json.loads((tmp_path / "finetune.json").read_text())["dfr"]
+    assert set(rec["val_scores"]) == {"1.0", "0.01"}
+    assert rec["C"] == max([1.0, 0.01], key=lambda c: rec["val_scores"][str(c)])
+    assert rec["subset_size"] == 20 and rec["repeats"] == 3
+    for k, v in out.encoder.state_dict().items():
+        assert torch.equal(v, enc_before[k])
+    # binary DFR: class-0 logit fixed at 0, class 1 carries sklearn's decision function
+    assert isinstance(out.head, torch.nn.Linear) and torch.all(out.head.weight[0] == 0)
+    with torch.no_grad():
+        assert out(torch.randn(4, 3, 16, 16)).shape == (4, 2)
+    saved = load_checkpoint(tmp_path / "model.safetensors")
+    assert saved.spec["kwargs"]["head"] == "linear"
+
+
+def test_dfr_head_equals_sklearn_on_standardised_features(data):
+    from synaug.train.finetune import _dfr
+    from synaug.train.evaluate import resolve_device
+
+    model = _model()
+    cfg = _cfg(data, mode="dfr", balance_by="class", dfr_Cs=[0.5], dfr_repeats=1, dfr_penalty="l2")
+    rec = _dfr(model, data["all"], None, cfg, resolve_device("cpu"))
+    assert rec["C"] == 0.5 and rec["select"].startswith("none")
+    # refit the same draw by hand and compare decision functions
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from synaug.train.finetune import _draw, extract_features, real_train_rows
+    from synaug.train.loop import seed_for
+
+    pool = real_train_rows(data["all"])
+    X, y = extract_features(model, pool, cfg, torch.device("cpu"))
+    X, y = X.numpy().astype(np.float64), y.numpy()
+    idx = _draw(pool, "class", None, seed_for(cfg.seed, 0, 0xDF))[0]
+    sc = StandardScaler().fit(X[idx])
+    clf = LogisticRegression(C=0.5, l1_ratio=0.0, solver="liblinear", max_iter=2000).fit(sc.transform(X[idx]), y[idx])
+    with torch.no_grad():
+        z = model.head(torch.tensor(X, dtype=torch.float32)).numpy()
+    assert np.allclose(z[:, 1] - z[:, 0], clf.decision_function(sc.transform(X)), atol=1e-3)
+
+
+def test_finetune_refuses_test_rows(data):
+    both = Manifest.concat([data["real"], data["test"]])
+    with pytest.raises(SynaugError, match="fine-tuning"):
+        finetune_last_layer(_model(), both, _cfg(data))
+    with pytest.raises(SynaugError, match="model selection"):
+        finetune_last_layer(_model(), data["real"], _cfg(data), val_manifest=data["test"])

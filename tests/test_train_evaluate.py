@@ -1,0 +1,118 @@
+"""Evaluation outputs and the train / finetune / evaluate command line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from synaug import metrics as M
+from synaug.cli import main
+from synaug.manifest import Manifest
+from synaug.models import create_model
+from synaug.train import compute_metrics, evaluate
+from synaug.train.config import DataConfig
+from synaug.train.toydata import make_toy_manifest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: one thread is faster and immune to OpenMP spin under CPU contention
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaldata")
+    groups = ["a", "b"]
+    tr = make_toy_manifest(root, {(0, 0): 20, (0, 1): 4, (1, 0): 4, (1, 1): 12}, groups=groups, size=16, seed=0)
+    syn = make_toy_manifest(root / "syn", {(0, 1): 16, (1, 0): 16}, num_classes=2, groups=groups, size=16,
+                            seed=4, source="synthetic", prefix="s")
+    val = make_toy_manifest(root, {(c, g): 3 for c in range(2) for g in range(2)}, groups=groups, size=16,
+                            seed=1, split="val")
+    test = make_toy_manifest(root, {(c, g): 5 for c in range(2) for g in range(2)}, groups=groups, size=16,
+                             seed=2, split="test")
+    full = Manifest.concat([tr, syn, val, test])
+    full.write(root / "full.parquet")
+    Manifest.concat([tr, syn, val]).write(root / "trainval.parquet")
+    return {"root": root, "train": tr, "test": test, "full": root / "full.parquet",
+            "trainval": root / "trainval.parquet"}
+
+
+def test_compute_metrics_agrees_with_metric_functions():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    g = rng.integers(0, 2, 200)
+    p = np.where(rng.random(200) < 0.8, y, 1 - y)
+    res = compute_metrics(y, p, g, ["neg", "pos"], ["a", "b"], [150, 10], [[100, 50], [5, 5]])
+    assert res["top1"] == pytest.approx(M.top1_accuracy(y, p))
+    assert res["shot"] == pytest.approx(M.shot_accuracy(y, p, [150, 10]), nan_ok=True)
+    cells = y * 2 + g
+    assert res["group_accuracy"]["worst"] == pytest.approx(M.group_accuracy(y, p, cells)["worst"])
+    assert res["group_accuracy"]["weighted_mean"] == pytest.approx(
+        M.group_accuracy(y, p, cells, [100, 50, 5, 5])["weighted_mean"])
+    assert res["fairness"]["demographic_parity"] == pytest.approx(M.demographic_parity(p, g))
+    assert res["fairness"]["equalized_odds"] == pytest.approx(M.equalized_odds(y, p, g))
+    assert set(res["group_accuracy"]["per_group"]) == {"neg/a", "neg/b", "pos/a", "pos/b"}
+
+
+def test_evaluate_writes_json_csv_png(data, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet20", 2, width=4)
+    real_counts = data["train"].class_counts()
+    res = evaluate(model, data["test"], real_counts, tmp_path, data["train"].cell_counts(),
+                   counts_source="real train rows", data=DataConfig(cache_dir=str(tmp_path / "c")))
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert stored["shot_counts"] == {"source": "real train rows", "counts": [24, 16],
+                                     "buckets": {"many": ">100", "medium": "20-100", "few": "<20"}}
+    assert stored["shot"]["many"] is None  # empty bucket -> null (strict JSON)
+    assert stored["top1"] == pytest.approx(res["top1"])
+    per = pd.read_csv(tmp_path / "per_class.csv")
+    assert per["n_eval"].tolist() == [10, 10] and per["bucket"].tolist() == ["medium", "few"]
+    pred = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(pred) == 20 and (pred["pred"] == pred["label"]).mean() == pytest.approx(res["top1"])
+    png = (tmp_path / "confusion.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fairness" in res and "group_accuracy" in res
+
+
+def test_cli_train_finetune_evaluate(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SYNAUG_CACHE", str(tmp_path / "cache"))
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("epochs: 2\nbatch_size: 16\nmodel: {name: resnet20, width: 4}\nprogress: false\n"
+                   "schedule: {warmup_epochs: 0}\nalgorithm: {name: balanced_softmax}\n")
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(cfg), "--train-manifest", str(data["trainval"]), "--out", str(run)]) == 0
+    assert (run / "model.safetensors").is_file() and (run / "config.yaml").is_file()
+    ft = tmp_path / "ft.yaml"
+    ft.write_text("mode: finetune\nbalance_by: cell\nepochs: 2\nprogress: false\n")
+    assert main(["finetune", "-c", str(ft), "--checkpoint", str(run), "--manifest", str(data["trainval"]),
+                 "--out", str(tmp_path / "ft")]) == 0
+    assert (tmp_path / "ft" / "model.safetensors").is_file()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ft"), "--manifest", str(data["full"]),
+                 "--out", str(tmp_path / "eval")]) == 0
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["num_samples"] == 20
+    assert m["shot_counts"]["counts"] == [24, 16]  # real counts, not the uniformized 40 / 32
+    assert "real train rows" in m["shot_counts"]["source"]
+    capsys.readouterr()
+    # the test split may not be used for training: one-line error, exit 2
+    assert main(["train", "-c", str(cfg), "--train-manifest", str(data["full"]), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synaug: error: refusing 20 test-split row(s) for training") and "\n" not in err
+
+
+def test_cli_config_error_is_one_line(tmp_path, capsys, data):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("optim: {lr: fast}\n")
+    assert main(["train", "-c", str(cfg), "--train-manifest", str(data["trainval"]), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synaug: error:") and "optim.lr" in err and "\n" not in err
+    assert main(["train", "--train-manifest", str(data["trainval"]), "--out", str(tmp_path / "o"),
+                 "--set", "mix.mixupp=true"]) == 2
+    assert "unknown key 'mix.mixupp'" in capsys.readouterr().err
