@@ -27,10 +27,14 @@ def default_shared_root() -> Path:
     if env:
         return Path(env)
     here = Path.cwd().resolve()
-    for base in [here, *here.parents]:
-        for cand in (base / "shared" / "data", base.parent / "shared" / "data"):
-            if (cand / "cifar10").is_dir():
-                return cand
+    checkout = Path(__file__).resolve().parents[3]  # src/synaug/data/shared.py -> repo root
+    bases = [here, *here.parents, checkout, *checkout.parents]
+    cands = [c for b in bases for c in (b / "shared" / "data", b.parent / "shared" / "data")]
+    # the workplace's fixed location, for checkouts cloned elsewhere (CI clones to a temp dir)
+    cands.append(Path("/work/shared/data"))
+    for cand in cands:
+        if (cand / "cifar10").is_dir():
+            return cand
     return Path("../shared/data")
 
 
