@@ -1,6 +1,14 @@
 """Shared, generic fixtures. Keep this small: dataset-specific fixtures live in their test files."""
 from __future__ import annotations
 
+import os
+
+# The suite runs as two xdist workers on two cores: one intra-op thread per worker (and per
+# CLI subprocess, which inherits this) avoids OpenMP oversubscription, which slows tiny
+# convolutions 10-20x. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +77,17 @@ def image_folder(tmp_path, write_image):
                 seed += 1
                 write_image(root / split / cls / f"{i}.png", seed=seed)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread is faster and immune to OpenMP spin under CPU contention.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

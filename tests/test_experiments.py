@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from synaug.config import parse_override, set_dotted
 from synaug.errors import SynaugError
 from synaug.manifest import Manifest
 from synaug.run import load_run_config

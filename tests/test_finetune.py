@@ -14,13 +14,7 @@ from synaug.train import FinetuneConfig, balanced_subset, finetune_last_layer, l
 from synaug.train.toydata import make_toy_manifest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one thread is faster and immune to OpenMP spin under CPU contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from synaug.models import (Classifier, CosineLinear, count_parameters, create_mo
                            model_from_spec, reset_head)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one thread is faster and immune to OpenMP spin under CPU contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_resnet32_matches_the_cifar_reference():
