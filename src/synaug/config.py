@@ -89,7 +89,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise SynaugError(f"override {text!r} must look like key=value")
     k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
+    try:
+        return k.strip(), yaml.safe_load(v)
+    except yaml.YAMLError as e:  # includes tags such as !!python/object, which safe_load refuses
+        raise SynaugError(f"override {text!r}: value is not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 def dump(model: BaseModel) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -25,6 +26,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the writer rarely says which file it was
+            from .errors import SynaugError
+
+            raise SynaugError(f"no space left on the device (or quota exceeded) while writing {path}") from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

@@ -9,6 +9,7 @@ last complete epoch; a resumed run ends with the same weights as an uninterrupte
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from .data import ImageSet, epoch_order, refuse_test_rows
 from .evaluate import cell_ids, predict_logits, resolve_device
 from .optim import build_optimizer, lr_at, set_lr
 
+# temp names synaug.io.atomic_path gives the files a run writes (".<name>.<random>.tmp")
+_OWN_TEMP = re.compile(r"^\.(epoch_\d+(\.state)?\.safetensors|best_\d+\.safetensors|model\.safetensors|"
+                       r"last\.json|history\.json|summary\.json|config\.yaml)\.[^.]+\.tmp$")
 # config keys that may change between a run and its resumption
 _RESUME_IGNORED = {"progress", "keep_checkpoints", "eval_every"}
 _RESUME_IGNORED_DATA = {"num_workers", "cache_dir", "eval_batch_size"}
@@ -201,6 +205,10 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
     phase = lambda e: "main" if e < cfg.epochs else "head"  # noqa: E731
     start, history, best = 0, [], {"epoch": None, "value": None, "metric": cfg.select_metric}
     optimizer = _optimizer_for(model, "main", cfg, algo)
+    if rank == 0 and out_dir.is_dir():
+        for t in out_dir.glob(".*.tmp"):  # half-written files of a run killed inside an atomic write
+            if _OWN_TEMP.match(t.name):
+                t.unlink(missing_ok=True)
     last = ckpt.read_last(out_dir) if resume else None
     if last is not None:
         _check_resume(last, cfg_dump, fingerprint, out_dir)
