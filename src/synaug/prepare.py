@@ -68,29 +68,36 @@ def prepare(cfg: DataConfig) -> PreparedData:
     if cfg.imbalance_factor is not None:
         m, pool = make_long_tail(m, cfg.imbalance_factor, seed=cfg.lt_seed, img_max=cfg.img_max)
     if cfg.val_per_class > 0 and not (m.df["split"] == "val").any():
-        src = pool if pool is not None else m
-        val_mask = _per_class_pick(src, "train", cfg.val_per_class, cfg.split_seed + 2)
-        val = src.select(val_mask)
-        val.df["split"] = "val"
+        parts = []
+        need = np.full(m.num_classes, cfg.val_per_class)
         if pool is not None:
-            pool = pool.select(~val_mask)
-            m = Manifest.concat([m, val])
-        else:
-            rest = m.select(~val_mask)
-            m = Manifest.concat([rest, val])
+            pool_mask = _per_class_pick(pool, "train", need, cfg.split_seed + 2, keep_one=False)
+            parts.append(pool.select(pool_mask))
+            pool = pool.select(~pool_mask)
+            need = need - parts[0].class_counts("train")
+        # classes the pool cannot serve (e.g. the head of a long tail drawn with img_max = all)
+        train_mask = _per_class_pick(m, "train", need, cfg.split_seed + 3, keep_one=True)
+        parts.append(m.select(train_mask))
+        m = m.select(~train_mask)
+        val = Manifest.concat(parts)
+        val.df["split"] = "val"
+        m = Manifest.concat([m, val])
     if (m.df["split"] == "train").sum() == 0:
         raise SynaugError("data: no training rows")
     return PreparedData(m, pool)
 
 
-def _per_class_pick(m: Manifest, split: str, n: int, seed: int) -> np.ndarray:
+def _per_class_pick(m: Manifest, split: str, n, seed: int, keep_one: bool) -> np.ndarray:
+    """Seeded pick of ``n[c]`` rows of class ``c`` in ``split``; ``keep_one`` never empties a class."""
     rng = np.random.RandomState(seed)
     mask = np.zeros(len(m), bool)
     df = m.df
     for c in range(m.num_classes):
+        want = int(n[c])
+        if want <= 0:
+            continue
         idx = np.flatnonzero((df["split"] == split).to_numpy() & (df["label"] == c).to_numpy())
-        # never take a whole class away from training
-        take = n if len(idx) > n else max(len(idx) - 1, 0)
+        take = min(want, len(idx) - 1 if keep_one else len(idx))
         rng.shuffle(idx)
-        mask[idx[:take]] = True
+        mask[idx[:max(take, 0)]] = True
     return mask
