@@ -94,8 +94,10 @@ def test_prepared_manifests_are_byte_identical(tmp_path):
         assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
     _same_tree(tmp_path / "0", tmp_path / "1", min_files=2)
     real = Manifest.read(tmp_path / "0" / "real.parquet")
-    # val comes from the long-tail draw's held-out images; the head class keeps all 5,000, so has none
-    assert real.class_counts("val").tolist() == [0] + [5] * 9 and real.class_counts("test").tolist() == [100] * 10
+    # val comes from the long-tail draw's held-out images; the head class keeps all 5,000 and has none
+    # held out, so its 5 val images are carved from its training images instead
+    assert real.class_counts("val").tolist() == [5] * 10 and real.class_counts("test").tolist() == [100] * 10
+    assert real.class_counts("train")[0] == 5000 - 5
 
 
 # ---------------------------------------------------------------------------- generation
