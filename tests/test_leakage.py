@@ -24,12 +24,8 @@ from synaug.train.toydata import make_toy_manifest
 GUARDED = ("training", "fine-tuning", "model selection")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread, as the CLI subprocesses get (OMP_NUM_THREADS=1 from conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Spy:

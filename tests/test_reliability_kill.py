@@ -40,13 +40,8 @@ CLASSES = ["cat", "dog", "truck"]
 DEADLINE_S = 240  # per scenario; a hang fails instead of blocking CI
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the reference runs in-process with the thread count the subprocesses get (OMP_NUM_THREADS=1)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread, as the CLI subprocesses get (OMP_NUM_THREADS=1 from conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict:
