@@ -247,6 +247,7 @@ def _cmd_run(args) -> int:
     out = Path(args.out or Path("runs") / cfg.name)
     s = run(cfg, out)
     print_summary_table([s])
+    print(f"synthetic images: {s['synthetic']}; generator: {s['generator']}")
     print(f"report: {out / 'report.html'}")
     return 0
 
