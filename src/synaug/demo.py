@@ -89,7 +89,7 @@ def _cmd(args) -> int:
     for s in summaries:
         print(f"generator of {s['name']}: {s['generator']}")
     html = compare(dirs, out, "synaug demo: CIFAR-10-LT (IF 100) from the shared real images",
-                   notes=[POOL_NOTE.capitalize() + " played the role of the generator in synaug-pool.",
+                   notes=[POOL_NOTE[0].upper() + POOL_NOTE[1:] + " played the role of the generator in synaug-pool.",
                           "synaug-pool-shift: the same pool after the fixed synthetic-domain shift."])
     print(f"report: {html}")
     return 0

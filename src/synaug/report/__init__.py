@@ -65,8 +65,9 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222
 
 def metrics_rows(summaries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     header, rows = None, []
+    order = {"trained": 0, "finetuned": 1}  # pipeline order, whatever order the JSON kept
     for s in summaries:
-        for stage, res in s["results"].items():
+        for stage, res in sorted(s["results"].items(), key=lambda kv: order.get(kv[0], 2)):
             h = headline(res)
             if header is None:
                 header = ["run", "stage", *h]
