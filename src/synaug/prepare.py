@@ -37,17 +37,11 @@ class PreparedData:
 
 
 def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
-    """Keep the first ``n`` rows of each class in ``split`` after a seeded shuffle."""
+    """Keep ``n`` rows of each class in ``split`` (a seeded pick); other splits untouched."""
     if n is None:
         return m
-    rng = np.random.RandomState(seed)
-    keep = np.ones(len(m), bool)
-    df = m.df
-    for c in range(m.num_classes):
-        idx = np.flatnonzero((df["split"] == split).to_numpy() & (df["label"] == c).to_numpy())
-        rng.shuffle(idx)
-        keep[idx[n:]] = False
-    return m.select(keep)
+    keep = _per_class_pick(m, split, np.full(m.num_classes, n), seed, keep_one=False)
+    return m.select(keep | (m.df["split"] != split).to_numpy())
 
 
 def prepare(cfg: DataConfig) -> PreparedData:
@@ -56,9 +50,6 @@ def prepare(cfg: DataConfig) -> PreparedData:
     if cfg.manifest:
         m = Manifest.read(cfg.manifest, root=cfg.root)
     else:
-        from .data import _check_dataset_opts
-
-        _check_dataset_opts(cfg.dataset, cfg.options)
         m = load_dataset(cfg.dataset, cfg.root, **cfg.options)
     if (m.df["source"] != "real").any():
         raise SynaugError("data: the input manifest must hold real images only")

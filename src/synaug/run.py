@@ -8,7 +8,6 @@ only by the evaluate stage.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ from pydantic import Field
 
 from .config import Strict, dump, parse_override, save_resolved
 from .errors import SynaugError
-from .io import write_json_atomic
+from .io import write_bytes_atomic, write_json_atomic
 from .manifest import Manifest
 from .generate.config import GenerateConfig
 from .prepare import DataConfig, prepare
@@ -99,7 +98,6 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, run_dir / "config.yaml")
     st = Stages(run_dir, log)
-    timings: dict[str, float] = {}
     d = run_dir / "data"
 
     # ---------------------------------------------------------------- data + inspect
@@ -115,11 +113,9 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
             pool_p.unlink()
         summary = inspect_manifest(prep.real, "train")
         write_json_atomic(d / "inspect.json", summary)
-        from .io import write_bytes_atomic
-
         write_bytes_atomic(d / "histogram.png", histogram_png(summary, f"{cfg.name}: real train"))
 
-    _timed(timings, "data", lambda: st.run("data", k_data, [real_p, d / "inspect.json"], s_data))
+    st.run("data", k_data, [real_p, d / "inspect.json"], s_data)
     real = Manifest.read(real_p)
     real_counts = real.class_counts("train")
     real_cells = real.cell_counts("train") if real.groups else None
@@ -137,7 +133,7 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
             pl.params["data"] = dump(cfg.data)
             pl.write(plan_p)
 
-        _timed(timings, "plan", lambda: st.run("plan", k_plan, [plan_p], s_plan))
+        st.run("plan", k_plan, [plan_p], s_plan)
         plan = Plan.read(plan_p)
         train_real = apply_plan(real, plan)
 
@@ -157,7 +153,7 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
         def s_gen():
             generate(plan, gcfg, syn_dir, real_manifest=train_real.split("train"), progress=True)
 
-        _timed(timings, "generate", lambda: st.run("generate", k_gen, [syn_dir / "synthetic.parquet"], s_gen))
+        st.run("generate", k_gen, [syn_dir / "synthetic.parquet"], s_gen)
         parts.append(Manifest.read(syn_dir / "synthetic.parquet"))
     train_m = Manifest.concat(parts) if len(parts) > 1 else parts[0]
     train_m.write(d / "train.parquet")  # the manifest training used (real + synthetic, no test)
@@ -165,13 +161,12 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     # ---------------------------------------------------------------- train
     k_train = fingerprint(k_gen, "train", dump(cfg.train))
     tdir = run_dir / "train"
-    res_holder = {}
+    trained = {}  # the model of this invocation; a cached stage's model is loaded only if needed
 
     def s_train():
-        res_holder["res"] = train_model(train_m.split("train"), train_m.split("val"), cfg.train, tdir)
+        trained["m"] = train_model(train_m.split("train"), train_m.split("val"), cfg.train, tdir).model
 
-    _timed(timings, "train", lambda: st.run("train", k_train, [tdir / "model.safetensors"], s_train))
-    model = res_holder["res"].model if "res" in res_holder else load_checkpoint(tdir / "model.safetensors")
+    st.run("train", k_train, [tdir / "model.safetensors"], s_train)
 
     # ---------------------------------------------------------------- evaluate (+ fine-tune)
     test = real.split("test")
@@ -182,24 +177,24 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
               data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last)
     results = {}
     k_eval = fingerprint(k_train, "eval", dump(cfg.eval))
-    _timed(timings, "evaluate", lambda: st.run("eval-train", k_eval, [run_dir / "eval/train/metrics.json"],
-                                                lambda: evaluate(model, test, out_dir=run_dir / "eval/train", **ev)))
+    st.run("eval-train", k_eval, [run_dir / "eval/train/metrics.json"],
+           lambda: evaluate(trained.get("m") or load_checkpoint(tdir / "model.safetensors"), test,
+                            out_dir=run_dir / "eval/train", **ev))
     results["trained"] = json.loads((run_dir / "eval/train/metrics.json").read_text())
     if cfg.finetune is not None:
         fdir = run_dir / "finetune"
         k_ft = fingerprint(k_train, "finetune", dump(cfg.finetune))
-        holder = {}
+        tuned = {}
 
         def s_ft():
             m2 = load_checkpoint(tdir / "model.safetensors")
-            holder["m"] = finetune_last_layer(m2, train_real.split("train", "val"), cfg.finetune, fdir)
+            tuned["m"] = finetune_last_layer(m2, train_real.split("train", "val"), cfg.finetune, fdir)
 
-        _timed(timings, "finetune", lambda: st.run("finetune", k_ft, [fdir / "model.safetensors"], s_ft))
-        ft_model = holder.get("m") or load_checkpoint(fdir / "model.safetensors")
+        st.run("finetune", k_ft, [fdir / "model.safetensors"], s_ft)
         k_eval2 = fingerprint(k_ft, "eval", dump(cfg.eval))
-        _timed(timings, "evaluate", lambda: st.run(
-            "eval-finetune", k_eval2, [run_dir / "eval/finetune/metrics.json"],
-            lambda: evaluate(ft_model, test, out_dir=run_dir / "eval/finetune", **ev)))
+        st.run("eval-finetune", k_eval2, [run_dir / "eval/finetune/metrics.json"],
+               lambda: evaluate(tuned.get("m") or load_checkpoint(fdir / "model.safetensors"), test,
+                                out_dir=run_dir / "eval/finetune", **ev))
         results["finetuned"] = json.loads((run_dir / "eval/finetune/metrics.json").read_text())
 
     final_key = "finetuned" if "finetuned" in results else "trained"
@@ -207,7 +202,7 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
                "real_train_counts": real_counts.tolist(),
                "train_counts_after": train_m.class_counts("train").tolist(),
                "synthetic": int((train_m.df["source"] == "synthetic").sum()),
-               "generator": _generator_label(cfg, train_m), "timings_s": timings}
+               "generator": _generator_label(cfg, train_m), "timings_s": st.timings}
     write_json_atomic(run_dir / "metrics.json", summary)
     from .report import build_report
 
@@ -220,12 +215,6 @@ def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
         return cfg.generator_note
     gens = sorted(set(train_m.df.loc[train_m.df["source"] == "synthetic", "generator"]))
     return ", ".join(gens) if gens else "none (real data only)"
-
-
-def _timed(timings: dict, name: str, fn) -> None:
-    t0 = time.perf_counter()
-    fn()
-    timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 2)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ class Stages:
         self.dir = Path(run_dir) / "stages"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = log
+        self.timings: dict[str, float] = {}  # seconds of the stages that ran in this invocation
 
     def done(self, name: str, key: str, outputs: list[Path]) -> bool:
         rec = self.dir / f"{name}.json"
@@ -46,6 +48,8 @@ class Stages:
             self.log(f"[{name}] up to date, skipped")
             return False
         self.log(f"[{name}] running")
+        t0 = time.perf_counter()
         fn()
+        self.timings[name] = round(time.perf_counter() - t0, 2)
         write_json_atomic(self.dir / f"{name}.json", {"key": key, "outputs": [str(p) for p in outputs]})
         return True

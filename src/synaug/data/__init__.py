@@ -33,23 +33,8 @@ def manifest_from_args(args) -> Manifest:
         from ..config import parse_override
 
         opts = dict(parse_override(o) for o in (getattr(args, "dataset_opt", None) or []))
-        _check_dataset_opts(args.dataset, opts)
         m = load_dataset(args.dataset, args.data_root, **opts)
     if args.imbalance_factor is not None:
         m, _ = make_long_tail(m, args.imbalance_factor, seed=args.lt_seed)
     return m
 
-
-def _check_dataset_opts(name: str, opts: dict) -> None:
-    """Unknown ``--dataset-opt`` keys are a one-line error, not a TypeError."""
-    import inspect
-
-    from .registry import _DATASETS
-
-    fn = _DATASETS.get(name)
-    if fn is None or not opts:
-        return
-    allowed = [p for p in inspect.signature(fn).parameters if p != "root"]
-    for key in opts:
-        if key not in allowed:
-            raise SynaugError(f"dataset {name!r} has no option {key!r} (options: {', '.join(allowed) or 'none'})")

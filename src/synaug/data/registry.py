@@ -1,6 +1,7 @@
 """Dataset adapters by name: each turns files on disk into a :class:`~synaug.manifest.Manifest`."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from ..errors import SynaugError
@@ -24,4 +25,10 @@ def load_dataset(name: str, root: str | None = None, **kwargs) -> Manifest:
     """Build the manifest of dataset ``name`` found under ``root``."""
     if name not in _DATASETS:
         raise SynaugError(f"unknown dataset {name!r} (known: {', '.join(list_datasets())})")
-    return _DATASETS[name](root, **kwargs)
+    fn = _DATASETS[name]
+    # unknown adapter options are a one-line error, not a TypeError
+    allowed = [p for p in inspect.signature(fn).parameters if p != "root"]
+    for key in kwargs:
+        if key not in allowed:
+            raise SynaugError(f"dataset {name!r} has no option {key!r} (options: {', '.join(allowed) or 'none'})")
+    return fn(root, **kwargs)
