@@ -395,7 +395,7 @@ def test_table_adapter_reads_csv_and_parquet(tmp_path, image_folder):
 
 def test_registry_lists_every_adapter():
     assert {"cifar10", "cifar100", "utkface", "waterbirds", "imagenet-lt", "imagenet100-lt", "imagefolder",
-            "table", "shared-cifar10"} <= set(list_datasets())
+            "table", "shared-cifar10", "shared-sd14"} <= set(list_datasets())
     with pytest.raises(SynaugError) as e:
         load_dataset("mnist", None)
     assert "unknown dataset 'mnist'" in str(e.value)
@@ -414,3 +414,33 @@ def test_shared_cifar10_real_data():
     assert len(held) == 50000 - 12406
     sample = lt.select(np.arange(len(lt)) % 2500 == 0)  # a few files decode as 32x32 RGB
     sample.validate(verify_files=True, expected_size=(32, 32))
+
+
+def test_shared_sd14_generated_images():
+    """The 49,080 Stable Diffusion 1.4 images of ../shared/data/cifake: all synthetic, no test rows."""
+    m = load_dataset("shared-sd14", None)
+    assert len(m) == 49080
+    assert m.classes == load_dataset("shared-cifar10", None).classes  # CIFAR-10 label order
+    assert m.class_counts("train").tolist() == [5000, 5000, 4731, 5000, 5000, 4654, 4695, 5000, 5000, 5000]
+    assert set(m.df["source"]) == {"synthetic"} and set(m.df["split"]) == {"train"}
+    assert set(m.df["generator"]) == {"Stable Diffusion 1.4 (CIFAKE)"}
+    assert "real" not in m.roots and m.df["path"].str.startswith("sd14/").all()
+    sample = m.select(np.arange(len(m)) % 5000 == 0)
+    sample.validate(verify_files=True, expected_size=(32, 32))
+
+
+def test_shared_archive_checksum_mismatch_is_refused(tmp_path):
+    """A tampered archive is refused before anything is extracted."""
+    import tarfile
+
+    fake = tmp_path / "shared" / "cifake"
+    (tmp_path / "src" / "sd14" / "cat").mkdir(parents=True)
+    (tmp_path / "src" / "sd14" / "cat" / "1000.jpg").write_bytes(b"not the real archive")
+    fake.mkdir(parents=True)
+    with tarfile.open(fake / "sd14.tar", "w") as tf:
+        tf.add(tmp_path / "src" / "sd14", arcname="sd14")
+    with pytest.raises(SynaugError, match=r"checksum mismatch for .*sd14\.tar"):
+        load_dataset("shared-sd14", str(tmp_path / "shared"), cache=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    with pytest.raises(SynaugError, match="shared archive not found"):
+        load_dataset("shared-sd14", str(tmp_path / "nowhere"), cache=str(tmp_path / "cache2"))

@@ -388,7 +388,7 @@ CASES = [
     ("count-fraction-in-plan-json", r_count_fraction_plan_json, "synthetic count must be an integer, got 2.5"),
     ("count-fraction-in-plan-csv", r_count_fraction_plan_csv, "plan count synthetic must be an integer"),
     ("empty-class-plan-handled", r_empty_class_plan_handled, None),
-    ("empty-class-in-pool", r_empty_class_pool, "pool has 0 images of class 'class2' but the plan needs 2"),
+    ("empty-class-in-pool", r_empty_class_pool, "cannot fill class 'class2': the plan needs 2 images, the pool has 0"),
     ("empty-class-train-handled", r_empty_class_train_handled, None),
     ("empty-class-finetune", r_empty_class_finetune, "class 'class2' has no real training image"),
     ("test-rows-to-train", r_test_rows_to_train, "refusing 6 test-split row(s) for training"),

@@ -21,15 +21,6 @@ SCRIPT = ROOT / "benchmarks" / "reproduce_cpu.py"
 ABSENT = {"cifar100", "utkface", "waterbirds", "imagenet100-lt", "imagenet-lt"}
 
 
-def _import_script():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import reproduce_cpu
-    finally:
-        sys.path.pop(0)
-    return reproduce_cpu
-
-
 # ------------------------------------------------------------------------------ configs
 def test_configs_cover_the_paper():
     names = {p.stem for p in CONFIGS}
@@ -50,10 +41,14 @@ def test_config_loads_as_run_config(path):
         header = " ".join(line.lstrip("#").strip() for line in text.split("\nname:")[0].splitlines())
         assert "NOT on this machine" in header
     if path.stem.endswith("-cpu"):
-        assert cfg.data.dataset == "shared-cifar10" and cfg.data.root is None
+        # runnable here: the shared real data, no root to fill in
+        assert cfg.data.dataset.startswith("shared-") and cfg.data.root is None
         if cfg.generate is not None:
-            assert cfg.generate.backend == "pool" and cfg.generate.pool.manifest == "heldout"
-            assert cfg.data.imbalance_factor is not None  # the held-out pool exists
+            pool = cfg.generate.pool
+            assert cfg.generate.backend == "pool"
+            assert pool.dataset == "shared-sd14" or pool.manifest == "heldout", path.name
+            if pool.manifest == "heldout":
+                assert cfg.data.imbalance_factor is not None  # the held-out pool exists
     else:
         assert cfg.generate is None or cfg.generate.backend != "pool" or "EDIT" in text
         if cfg.generate is not None and cfg.generate.backend in ("txt2img", "img2img"):
@@ -201,9 +196,30 @@ def test_domain_probe_on_images(tmp_path):
     with pytest.raises(SynaugError, match=r"needs 2 x 50 real images"):
         domain_probe(model, m, n_per_domain=50, device="cpu")
     # the paper form: real vs a given synthetic manifest
-    res3 = domain_probe(model, m.select(np.arange(80) < 40), m.select(np.arange(80) >= 40), n_per_domain=20,
-                        device="cpu")
+    real, syn = m.select(np.arange(80) < 40), m.select(np.arange(80) >= 40)
+    res3 = domain_probe(model, real, syn, n_per_domain=20, device="cpu", control=False)
     assert set(res3) == {"synthetic", "settings"} and res3["synthetic"]["n_synthetic"] == 20
+    res4 = domain_probe(model, real, syn, n_per_domain=20, device="cpu")  # + the real-vs-real control
+    assert set(res4) == {"synthetic", "control", "settings"} and res4["control"]["n_real"] == 20
+    with pytest.raises(SynaugError, match=r"needs 2 x 30 real images"):
+        domain_probe(model, real, syn, n_per_domain=30, device="cpu")
+
+
+def test_centroid_distances_show_a_domain_gap():
+    """Fig. 3b's measure: a synthetic domain offset along one axis puts Syn C2 nearer Syn C1
+    than Real C2 when the offset is larger than the class separation."""
+    from synaug.experiments.probe import centroid_distances
+
+    rng = np.random.default_rng(0)
+    c = {"a": np.array([1.0, 0, 0]), "b": np.array([-1.0, 0, 0])}
+    dom = {"real": np.zeros(3), "synthetic": np.array([0, 6.0, 0])}
+    feats = {(d, k): rng.normal(size=(400, 3)) * 0.5 + c[k] + dom[d] for d in dom for k in c}
+    dist = centroid_distances(feats)
+    assert len(dist) == 6
+    assert dist["synthetic a ~ synthetic b"] < dist["real b ~ synthetic b"]
+    assert dist["real a ~ real b"] == pytest.approx(dist["synthetic a ~ synthetic b"], rel=0.1)
+    spread = np.sqrt(3 * 0.25)  # root mean squared distance of N(0, 0.5^2 I_3) to its mean
+    assert dist["real b ~ synthetic b"] == pytest.approx(6.0 / spread, rel=0.05)
 
 
 # ------------------------------------------------------------------------------ Fig. 5 toy
@@ -219,44 +235,63 @@ def test_toy_class_and_group_imbalance_tilt_and_synaug_fixes_it():
     assert a["class + group imbalance"]["eo"] > a["class + group imbalance + SYNAuG"]["eo"]
 
 
-# ------------------------------------------------------------------------------ reproduce_cpu.py helpers
+# ------------------------------------------------------------------------------ experiment modules + driver
 def test_shape_fits_pick_the_right_curve():
-    rep = _import_script()
+    from synaug.experiments.common import fit_shapes
+
     f = np.array([1.0, 0.5, 0.2, 0.1, 0.02])
-    lin = rep.fit_shapes(f, 30 + 20 * f)
-    log = rep.fit_shapes(f, 40 + 5 * np.log(f))
+    lin = fit_shapes(f, 30 + 20 * f)
+    log = fit_shapes(f, 40 + 5 * np.log(f))
     assert lin["better"] == "linear" and lin["linear"]["r2"] > 0.999
     assert log["better"] == "log" and log["log"]["r2"] > 0.999 and log["linear"]["b"] > 0
 
 
 def test_compare_and_merge():
-    rep = _import_script()
-    holds, text = rep.compare("A", [1.0, 2.0, 3.0], "B", [2.0, 2.5, 2.0], "top-1")
+    from synaug.experiments.common import compare, fmt, merge, verdict
+
+    holds, text = compare("A", [1.0, 2.0, 3.0], "B", [2.0, 2.5, 2.0], "top-1")
     assert holds == "on average" and "+0.17" in text and "2/3 seeds positive" in text
-    assert "not in every seed" in rep.verdict(holds)
-    assert rep.compare("A", [1.0, 2.0], "B", [1.5, 2.5], "x")[0] == "yes"
-    assert rep.compare("A", [3.0], "B", [1.0], "x")[0] == "no"
-    assert "NOT" in rep.verdict("no") and "NOT" in rep.verdict(False) and "NOT" not in rep.verdict(True)
+    assert "not in every seed" in verdict(holds)
+    assert compare("A", [1.0, 2.0], "B", [1.5, 2.5], "x")[0] == "yes"
+    assert compare("A", [3.0], "B", [1.0], "x")[0] == "no"
+    assert "NOT" in verdict("no") and "NOT" in verdict(False) and "NOT" not in verdict(True)
     base = {"plan": None, "train": {"epochs": 12, "model": {"name": "resnet32"}}}
-    out = rep._merge(base, {"plan": {"mode": "class"}, "finetune": {"epochs": 2}, "train": {"model": {"width": 4}}})
+    out = merge(base, {"plan": {"mode": "class"}, "finetune": {"epochs": 2}, "train": {"model": {"width": 4}}})
     assert out["plan"] is None and "finetune" not in out  # a stage that is off stays off
     assert out["train"] == {"epochs": 12, "model": {"name": "resnet32", "width": 4}}
-    assert rep.fmt([1.0, 3.0]) == "2.00 ± 1.41" and rep.fmt([float("nan")]) == "–"
+    assert fmt([1.0, 3.0]) == "2.00 ± 1.41" and fmt([float("nan")]) == "–"
+
+
+def test_every_experiment_module_has_the_interface():
+    from synaug.experiments import EXPERIMENTS, experiment
+
+    for name in EXPERIMENTS:
+        mod = experiment(name)
+        assert mod.TITLE and callable(mod.analyse)
+        for scale in ("small", "tiny"):
+            assert set(mod.runs(scale)) <= set(mod.specs(scale)), name
+    with pytest.raises(SynaugError, match="unknown experiment"):
+        experiment("table9")
 
 
 def test_reproduction_specs_are_valid_and_small_scale_is_the_config_files():
-    rep = _import_script()
-    small, tiny = rep.run_specs("small"), rep.run_specs("tiny")
-    assert set(small) >= {"ce", "balanced_softmax", "ldam_drw", "weight_balancing", "synaug", "web", "real_balanced"}
+    from synaug.experiments import run_specs
+    from synaug.experiments.cifar_lt import REUSE
+
+    small, tiny = run_specs("small"), run_specs("tiny")
+    assert set(small) >= {"ce", "resample", "reweight", "balanced_softmax", "ldam_drw", "weight_balancing",
+                          "synaug", "web", "real_balanced", "synaug_cutmix"}
     for name, raw in {**small, **{f"t-{k}": v for k, v in tiny.items()}}.items():
         load_run_config(None, base={**raw, "name": name})
     t1 = yaml.safe_load((ROOT / "configs/table1-cpu.yaml").read_text())
     assert small["synaug"]["train"] == t1["train"] and small["synaug"]["data"] == t1["data"]
+    assert small["synaug"]["generate"]["pool"] == {"dataset": "shared-sd14"}  # real SD 1.4 images
+    assert small["web"]["generate"]["pool"]["manifest"] == "heldout"
     assert small["synaug_retrain"]["finetune"]["mode"] == "retrain" and small["synaug_nomix"]["finetune"] is None
     assert small["ldam_drw"]["train"]["algorithm"]["ldam"]["drw_epoch"] < small["ldam_drw"]["train"]["epochs"]
     assert tiny["ce"].get("finetune") is None and tiny["ce"]["train"]["epochs"] == 1
     # only the last-layer step differs between the runs that share one trained model
-    for a, b in rep.REUSE.items():
+    for a, b in REUSE.items():
         strip = lambda d: {k: v for k, v in d.items() if k not in ("finetune", "description")}  # noqa: E731
         assert strip(small[a]) == strip(small[b])
 
@@ -265,21 +300,26 @@ def test_reproduce_cpu_tiny_writes_results(tmp_path):
     out, results = tmp_path / "runs", tmp_path / "doc" / "results.md"
     cmd = [sys.executable, str(SCRIPT), "--scale", "tiny", "--seeds", "0", "--only", "fig5", "probe",
            "--out", str(out), "--results", str(results)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     text = results.read_text()
-    assert "## Fig. 3a — domain probe" in text and "## Fig. 5" in text and "## Table 1" not in text
-    assert "| real vs \"synthetic\"" in text and "74.16" in text          # measured next to the paper's value
-    assert "NOT Stable Diffusion" in text or "No Stable Diffusion weights" in text
+    assert "## Fig. 3 — domain gap" in text and "## Fig. 5" in text and "## Table 1" not in text
+    assert "| (a) real CIFAR-10 vs Stable Diffusion 1.4" in text and "74.16" in text  # beside the paper's value
+    assert "Stable Diffusion 1.4" in text and "CIFAKE" in text
     assert re.search(r"\| class \+ group imbalance \| \d+\.\d", text)
     assert re.search(r"Wall time: \d+ s", text) and "seeds 0" in text
     assert (results.parent / "fig5_toy.png").stat().st_size > 1000
+    assert (results.parent / "fig3b_features.png").stat().st_size > 1000
     run_dir = out / "tiny" / "seed0" / "real_balanced"
     assert (run_dir / "report.html").is_file() and (run_dir / "train" / "model.safetensors").is_file()
     probe = json.loads((out / "tiny" / "seed0" / "probe.json").read_text())["result"]
-    assert 0.0 <= probe["shifted"]["accuracy"] <= 1.0 and probe["shifted"]["n_real"] == 100
+    assert 0.0 <= probe["synthetic"]["accuracy"] <= 1.0 and probe["synthetic"]["n_real"] == 100
+    assert 0.0 <= probe["control"]["accuracy"] <= 1.0
+    # the Fig. 3b models trained on SD images; the probe used SD images they did not train on
+    syn = Manifest.read(out / "tiny" / "seed0" / "synaug_nomix" / "synthetic" / "synthetic.parquet")
+    assert set(syn.df["generator"]) == {"Stable Diffusion 1.4 (CIFAKE)"} and syn.df["source_file"].str.len().min() > 0
     # a second invocation reuses every cached stage and the cached probe
-    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r2.returncode == 0 and "[train] up to date, skipped" in r2.stdout
     assert "[train] running" not in r2.stdout
     assert json.loads((out / "tiny" / "seed0" / "probe.json").read_text())["result"] == probe

@@ -80,6 +80,8 @@ def test_pool_without_replacement_and_deterministic(pool, tmp_path):
     assert len(set(srcs)) == len(srcs) == 27
     for cls, s in zip(m.df["class_name"], srcs):
         assert f"/{cls}/" in s
+    # each row records the pool file it was copied from (relative to the pool's root)
+    assert [str(src.roots["real"] / f) for f in m.df["source_file"]] == srcs
     m2 = generate(plan, _cfg(path, batch_size=2), tmp_path / "b", progress=False)
     assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
     assert m.df.equals(m2.df)
@@ -90,7 +92,8 @@ def test_pool_without_replacement_and_deterministic(pool, tmp_path):
 
 def test_pool_too_small_writes_nothing(pool, tmp_path):
     path, _ = pool
-    with pytest.raises(SynaugError, match="pool has 12 images of class 'dog' but the plan needs 13"):
+    with pytest.raises(SynaugError, match="pool 'pool' cannot fill class 'dog': the plan needs 13 images, "
+                                          "the pool has 12"):
         generate(_plan((1, 13, 0)), _cfg(path), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
@@ -142,7 +145,7 @@ def test_resume_reconciles_every_inconsistency(pool, tmp_path):
     tmp = out / "images" / "2" / ".000003.png.abc123.tmp"            # leftover temp file
     tmp.write_bytes(b"half")
     # file without row: drop the merged manifest, keep only the rows of the first cell in a shard
-    keep = df[df["label"] == 0][["path", "seed", "prompt", "generator"]]
+    keep = df[df["label"] == 0][["path", "seed", "prompt", "generator", "source_file"]]
     (out / "synthetic.parquet").unlink()
     (out / "manifest").mkdir(exist_ok=True)
     keep.to_parquet(out / "manifest" / "rank0-part000000.parquet", index=False)
@@ -225,3 +228,35 @@ def test_cli_help_documents_backends(capsys):
     text = capsys.readouterr().out
     for word in ("txt2img", "img2img", "pool", "synthetic-domain", "dpm++", "euler", "--no-modifiers"):
         assert word in text
+
+
+def test_pool_from_a_dataset_records_generator_and_source_file(tmp_path):
+    """``pool: {dataset: shared-sd14}``: the Stable Diffusion 1.4 images of ../shared/data fill the
+    cells by class name; every row names SD 1.4 as its generator and the CIFAKE file it came from."""
+    from synaug.data import load_dataset
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    cells = [Cell(i, c, 0, 3 if c in ("bird", "truck") else 0, attributes={"class": c}) for i, c in enumerate(classes)]
+    plan = Plan("class", classes, cells)
+    m = generate(plan, GenerateConfig(backend="pool", pool={"dataset": "shared-sd14"}), tmp_path / "o", progress=False)
+    assert m.class_counts().tolist() == [0, 0, 3, 0, 0, 0, 0, 0, 0, 3]
+    assert set(m.df["generator"]) == {"Stable Diffusion 1.4 (CIFAKE)"}
+    sd = load_dataset("shared-sd14")
+    for out, cls, rel in zip(m.abspaths(), m.df["class_name"], m.df["source_file"]):
+        assert rel.startswith(f"sd14/{cls}/") and rel in set(sd.df["path"])
+        with Image.open(out) as a, Image.open(sd.roots["synthetic"] / rel) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b.convert("RGB")))  # the same 32x32 pixels
+    assert m.df["source_file"].nunique() == 6  # without replacement
+    # a class the pool cannot fill: one line with the class, the count needed and the count available
+    short = Plan("class", classes, [Cell(2, "bird", 0, 5000, attributes={"class": "bird"})])
+    with pytest.raises(SynaugError, match=r"pool 'shared-sd14' cannot fill class 'bird': the plan needs 5000 "
+                                          r"images, the pool has 4731"):
+        generate(short, GenerateConfig(backend="pool", pool={"dataset": "shared-sd14"}), tmp_path / "x",
+                 progress=False)
+    other = Plan("class", ["cat", "ferret"], [Cell(1, "ferret", 0, 2, attributes={"class": "ferret"})])
+    with pytest.raises(SynaugError, match=r"cannot fill class 'ferret': the plan needs 2 images, the pool has 0"):
+        generate(other, GenerateConfig(backend="pool", pool={"dataset": "shared-sd14"}), tmp_path / "y",
+                 progress=False)
+    with pytest.raises(SynaugError, match="exactly one of pool.manifest"):
+        generate(plan, GenerateConfig(backend="pool", pool={"dataset": "shared-sd14", "manifest": "x.parquet"}),
+                 tmp_path / "z", progress=False)

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "synaug.generate.cli",
     "synaug.train.cli",
     "synaug.run",
+    "synaug.demo",
     "synaug.report.cli",
 ]
 
@@ -37,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 # ~0.5 s instead of ~2.5 s to start). --help, or a command missing here, imports every module.
 _COMMAND_HOME = {"inspect": "synaug.inspect", "plan": "synaug.plan", "generate": "synaug.generate.cli",
                  "train": "synaug.train.cli", "finetune": "synaug.train.cli", "evaluate": "synaug.train.cli",
-                 "run": "synaug.run", "demo": "synaug.run", "report": "synaug.report.cli"}
+                 "run": "synaug.run", "demo": "synaug.demo", "report": "synaug.report.cli"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -143,7 +143,7 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     syn_dir = run_dir / "synthetic"
     if cfg.generate is not None and plan is not None and plan.total_synthetic > 0:
         gcfg = cfg.generate
-        if gcfg.backend == "pool" and gcfg.pool.manifest in (None, "heldout"):
+        if gcfg.backend == "pool" and not gcfg.pool.dataset and gcfg.pool.manifest in (None, "heldout"):
             if not pool_p.is_file():
                 raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor "
                                   "(the images the long-tail draw left out)")
@@ -226,9 +226,6 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=5")
     p.set_defaults(func=_cmd_run)
-    from .demo import register as reg_demo
-
-    reg_demo(sub)
 
 
 def _cmd_run(args) -> int:

@@ -1,7 +1,12 @@
-"""The real CIFAR-10 JPEGs shipped in ``../shared/data/cifar10`` (``train.tar``, ``test.tar``).
+"""The real data shipped in ``../shared/data`` (see its README): archives extracted once into a cache.
 
-The archives are extracted once into a cache folder (never into the shared folder); the
-extraction is atomic, so an interrupted first run re-extracts instead of using half a tree.
+* ``shared-cifar10``: real CIFAR-10 JPEGs (``cifar10/train.tar``, ``cifar10/test.tar``);
+* ``shared-sd14``: 49,080 images made by Stable Diffusion 1.4 for the CIFAR-10 classes
+  (the generated half of CIFAKE, ``cifake/sd14.tar``), as a synthetic-only manifest.
+
+Each archive is sha256-checked, then extracted once into the cache folder (never into the
+shared folder); extraction goes to a temp folder renamed at the end, under a file lock, so an
+interrupted or concurrent first run never leaves or reads half a tree.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import hashlib
 import os
 import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SynaugError
@@ -17,24 +23,43 @@ from ..manifest import Manifest
 from .registry import register_dataset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-SHA256 = {"train.tar": "d1ef8a2bb103ef3b931db02af8666e42d690b7b7801563cce0338ce8f1831380",
-          "test.tar": "fc14ad50169ff00c376334ff4982490d496134f0cf19b2eeff1ac16521100c3b"}
+#: recorded in the ``generator`` column of every ``shared-sd14`` row (prompts and seeds are unknown)
+SD14_GENERATOR = "Stable Diffusion 1.4 (CIFAKE)"
+
+
+@dataclass(frozen=True)
+class SharedArchive:
+    """Tar files in ``<shared data>/<folder>/`` and the cache folder they are extracted to."""
+
+    folder: str
+    sha256: dict[str, str]   # tar file name -> sha256
+    cache_name: str
+
+
+ARCHIVES = {
+    "cifar10": SharedArchive("cifar10", {
+        "train.tar": "d1ef8a2bb103ef3b931db02af8666e42d690b7b7801563cce0338ce8f1831380",
+        "test.tar": "fc14ad50169ff00c376334ff4982490d496134f0cf19b2eeff1ac16521100c3b"}, "cifar10-jpeg"),
+    "sd14": SharedArchive("cifake", {
+        "sd14.tar": "f8e4d651caa18af6520e3bda46dc3b04fa79763cdf0a2066312eacfe856e42f0"}, "cifake-sd14"),
+    "utkface": SharedArchive("utkface", {
+        "UTKFace.tar": "9590c8e45d92d0e2b370df376533cdad0491cf38e97a50b514f7bc16a50bb74e"}, "utkface"),
+}
 
 
 def default_shared_root() -> Path:
-    """``$SYNAUG_SHARED_DATA`` or the ``shared/data`` folder beside (or above) the checkout."""
+    """``$SYNAUG_SHARED_DATA``, else the first ``shared/data`` beside or above the working
+    directory or the checkout (``../shared/data`` for a checkout next to it)."""
     env = os.environ.get("SYNAUG_SHARED_DATA")
     if env:
         return Path(env)
     here = Path.cwd().resolve()
     checkout = Path(__file__).resolve().parents[3]  # src/synaug/data/shared.py -> repo root
     bases = [here, *here.parents, checkout, *checkout.parents]
-    cands = [c for b in bases for c in (b / "shared" / "data", b.parent / "shared" / "data")]
-    # the workplace's fixed location, for checkouts cloned elsewhere (CI clones to a temp dir)
-    cands.append(Path("/work/shared/data"))
-    for cand in cands:
-        if (cand / "cifar10").is_dir():
-            return cand
+    for b in bases:
+        for cand in (b / "shared" / "data", b.parent / "shared" / "data"):
+            if any((cand / a.folder).is_dir() for a in ARCHIVES.values()):
+                return cand
     return Path("../shared/data")
 
 
@@ -50,12 +75,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def extract_shared_cifar10(shared_root: str | Path | None = None, cache: str | Path | None = None,
-                           check_sha: bool = True) -> Path:
-    """Extract ``train.tar``/``test.tar`` into ``cache/cifar10-jpeg`` once; return that folder."""
+def extract_shared(name: str, shared_root: str | Path | None = None, cache: str | Path | None = None,
+                   check_sha: bool = True) -> Path:
+    """Extract the shared archive ``name`` (a key of :data:`ARCHIVES`) once; return the folder.
+
+    Parameters
+    ----------
+    shared_root : path, optional
+        The shared data folder (holding ``cifar10/``, ``cifake/``, ...) or the archive's own
+        folder; default :func:`default_shared_root`.
+    cache : path, optional
+        Extraction folder; default ``$SYNAUG_CACHE/<cache name>`` (``~/.cache/synaug``).
+    check_sha : bool
+        Refuse an archive whose sha256 differs from the one the shared README gives.
+    """
+    spec = ARCHIVES[name]
     src = Path(shared_root) if shared_root else default_shared_root()
-    src = src / "cifar10" if (src / "cifar10").is_dir() else src
-    out = Path(cache) if cache else cache_dir() / "cifar10-jpeg"
+    src = src / spec.folder if (src / spec.folder).is_dir() else src
+    out = Path(cache) if cache else cache_dir() / spec.cache_name
     if (out / ".complete").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,26 +101,26 @@ def extract_shared_cifar10(shared_root: str | Path | None = None, cache: str | P
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / ".complete").is_file():
             return out
-        return _extract(src, out, check_sha)
+        return _extract(spec, src, out, check_sha)
 
 
-def _extract(src: Path, out: Path, check_sha: bool) -> Path:
-    for name in ("train.tar", "test.tar"):
-        if not (src / name).is_file():
-            raise SynaugError(f"shared CIFAR-10 archive not found: {src / name} "
+def _extract(spec: SharedArchive, src: Path, out: Path, check_sha: bool) -> Path:
+    for tar_name, sha in spec.sha256.items():
+        if not (src / tar_name).is_file():
+            raise SynaugError(f"shared archive not found: {src / tar_name} "
                               f"(set SYNAUG_SHARED_DATA or pass --data-root)")
-        if check_sha and _sha256(src / name) != SHA256[name]:
-            raise SynaugError(f"checksum mismatch for {src / name}")
+        if check_sha and _sha256(src / tar_name) != sha:
+            raise SynaugError(f"checksum mismatch for {src / tar_name} (expected sha256 {sha[:12]}...)")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("train.tar", "test.tar"):
-        with tarfile.open(src / name) as tf:
+    for tar_name in spec.sha256:
+        with tarfile.open(src / tar_name) as tf:
             members = []
             for m in tf.getmembers():
-                # archive safety: only plain files and folders under train/ or test/
+                # archive safety: only plain files and folders, no absolute or parent paths
                 if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
-                    raise SynaugError(f"unsafe member {m.name!r} in {src / name}")
+                    raise SynaugError(f"unsafe member {m.name!r} in {src / tar_name}")
                 members.append(m)
             tf.extractall(tmp, members=members, filter="data")
     (tmp / ".complete").write_text("ok\n")
@@ -93,20 +130,44 @@ def _extract(src: Path, out: Path, check_sha: bool) -> Path:
     return out
 
 
+def extract_shared_cifar10(shared_root: str | Path | None = None, cache: str | Path | None = None,
+                           check_sha: bool = True) -> Path:
+    """Extract ``cifar10/train.tar`` and ``test.tar`` once; return that folder."""
+    return extract_shared("cifar10", shared_root, cache, check_sha)
+
+
+def _class_rows(folder: Path, top: str, classes: list[str], split: str, **fields) -> list[dict]:
+    """One row per ``.jpg`` in ``folder/top/<class>/``, classes in label order, files sorted."""
+    rows = []
+    for label, cls in enumerate(classes):
+        d = folder / top / cls
+        if not d.is_dir():
+            raise SynaugError(f"missing folder {d} in the extracted archive")
+        rows += [{"path": f"{top}/{cls}/{f}", "label": label, "split": split, **fields}
+                 for f in sorted(os.listdir(d)) if f.endswith(".jpg")]
+    return rows
+
+
 @register_dataset("shared-cifar10")
 def shared_cifar10(root: str | Path | None = None, cache: str | Path | None = None) -> Manifest:
     """Balanced CIFAR-10 (train 5,000/class, test 1,000/class) from the shared JPEG archives.
 
     Rows are sorted by class then file name, so the long-tail draw is reproducible.
     """
-    folder = extract_shared_cifar10(root, cache)
-    rows = []
-    for split in ("train", "test"):
-        for label, cls in enumerate(CIFAR10_CLASSES):
-            d = folder / split / cls
-            if not d.is_dir():
-                raise SynaugError(f"missing folder {d} in the extracted archive")
-            for f in sorted(os.listdir(d)):
-                if f.endswith(".jpg"):
-                    rows.append({"path": f"{split}/{cls}/{f}", "label": label, "split": split})
+    folder = extract_shared("cifar10", root, cache)
+    rows = [r for split in ("train", "test") for r in _class_rows(folder, split, CIFAR10_CLASSES, split)]
     return Manifest.from_records(rows, CIFAR10_CLASSES, {"real": folder})
+
+
+@register_dataset("shared-sd14")
+def shared_sd14(root: str | Path | None = None, cache: str | Path | None = None) -> Manifest:
+    """The 49,080 Stable Diffusion 1.4 images of the CIFAR-10 classes (CIFAKE's generated half).
+
+    Every row is ``source == "synthetic"``, ``split == "train"`` (there are no test rows),
+    ``generator`` = :data:`SD14_GENERATOR`; classes are the CIFAR-10 names in CIFAR-10 label
+    order, so the set can fill CIFAR-10(-LT) classes by name (``generate: {backend: pool,
+    pool: {dataset: shared-sd14}}``). Prompts and seeds are unknown (empty / -1).
+    """
+    folder = extract_shared("sd14", root, cache)
+    rows = _class_rows(folder, "sd14", CIFAR10_CLASSES, "train", source="synthetic", generator=SD14_GENERATOR)
+    return Manifest.from_records(rows, CIFAR10_CLASSES, {"synthetic": folder})

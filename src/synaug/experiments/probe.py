@@ -1,25 +1,23 @@
-"""Fig. 3a of the paper: a linear probe for the real-vs-synthetic domain gap.
+"""Fig. 3 of the paper: the real-vs-synthetic domain gap, measured on frozen features.
 
-A model trained on real data is frozen; its encoder features of ``n`` real and ``n``
-synthetic images are fed to ONE linear layer (logistic regression on standardised features)
-that learns to tell the two domains apart. The probe is fitted on one part of the probe data
-and scored on the other; 50 % test accuracy means the features show no domain gap (the paper
-measures 74.16 % for Stable Diffusion images vs CIFAR-100).
+Fig. 3a, a linear probe: a model trained on real data is frozen; its encoder features of ``n``
+real and ``n`` synthetic images are fed to ONE linear layer (logistic regression on
+standardised features) that learns to tell the two domains apart. The probe is fitted on one
+part of the probe data and scored on the other; 50 % test accuracy means the features show no
+domain gap (the paper measures 74.16 % for Stable Diffusion images vs CIFAR-100). A control
+probe separates two disjoint halves of the real images (expected ~50 %).
 
-Two ways to get the domains:
+Fig. 3b, where real and synthetic features of two classes lie: :func:`class_domain_features`
+and :func:`centroid_distances` (the plot is drawn by :mod:`synaug.experiments.fig3`).
 
-* ``synthetic`` given (paper scale): real rows vs. generated rows, e.g. a run's
-  ``synthetic/synthetic.parquet``;
-* ``synthetic`` omitted (offline CPU stand-in): the real rows are split at random into two
-  disjoint halves from the same distribution; the second half is passed through ``shift``
-  (default: the pool backend's fixed :func:`synaug.generate.pool.synthetic_domain_shift`).
-  The same halves without the shift form the *control*, which should score about 50 %.
+The synthetic domain is a manifest or dataset of generated images (``shared-sd14``: Stable
+Diffusion 1.4 images of the CIFAR-10 classes), or, without one, the real half passed through
+a fixed image ``shift`` (the pool backend's ``synthetic-domain`` transform).
 
 CLI::
 
-    python -m synaug.experiments.probe --run runs/table2-cpu            # CPU: held-out pool, shift
     python -m synaug.experiments.probe --checkpoint runs/x/train/model.safetensors \\
-        --real runs/x/data/real.parquet --synthetic runs/y/synthetic/synthetic.parquet
+        --real runs/x/data/heldout.parquet --synthetic shared-sd14
 """
 from __future__ import annotations
 
@@ -160,7 +158,7 @@ def _draw(manifest: Manifest, n: int, rng: np.random.Generator, split: Optional[
 def domain_probe(model: torch.nn.Module, real: Manifest, synthetic: Optional[Manifest] = None,
                  n_per_domain: int = 2500, shift: str | Callable | None = "synthetic-domain",
                  test_fraction: float = 0.5, seed: int = 0, split: Optional[str] = "train",
-                 device: str = "auto", batch_size: int = 256) -> dict:
+                 device: str = "auto", batch_size: int = 256, control: bool = True) -> dict:
     """Fig. 3a: how well one linear layer on frozen features separates real from synthetic.
 
     Parameters
@@ -170,9 +168,9 @@ def domain_probe(model: torch.nn.Module, real: Manifest, synthetic: Optional[Man
     real : Manifest
         Real images. Never pass the test split the model is evaluated on.
     synthetic : Manifest, optional
-        Generated images. When omitted, ``2 * n_per_domain`` real rows are drawn at random and
-        split in two disjoint halves; the second half passed through ``shift`` plays the
-        synthetic domain, and the unshifted halves give a ``control`` probe (expected ~50 %).
+        Generated images (e.g. ``load_dataset("shared-sd14")`` or a run's
+        ``synthetic/synthetic.parquet``). When omitted, the second half of the real draw passed
+        through ``shift`` plays the synthetic domain.
     n_per_domain : int
         Images per domain (the paper: 2,500).
     shift : {"synthetic-domain", "none"} or callable
@@ -183,48 +181,92 @@ def domain_probe(model: torch.nn.Module, real: Manifest, synthetic: Optional[Man
         Seeds the draw of probe images and the train/test split.
     split : str, optional
         Only real rows of this split are drawn (``None``: all rows); synthetic rows are drawn
-        from all of ``synthetic``. Use real images the model did NOT train on (a held-out pool,
-        or ``"test"`` for this analysis) so that memorisation cannot separate the domains.
+        from all of ``synthetic``. Use real images the model did NOT train on (a held-out pool)
+        so that memorisation cannot separate the domains.
+    control : bool
+        Also probe real vs real: ``2 * n_per_domain`` real rows are drawn and split in two
+        disjoint halves from the same distribution (expected ~50 %).
 
     Returns
     -------
     dict
-        ``{"synthetic": probe_accuracy(...)}`` when ``synthetic`` is given, otherwise
-        ``{"shifted": ..., "control": ...}``; each entry as :func:`probe_accuracy`, plus the settings.
+        ``{"synthetic": ...}`` (or ``{"shifted": ...}`` without ``synthetic``), plus
+        ``"control"``; each entry as :func:`probe_accuracy`, and ``"settings"``.
     """
     meta = getattr(model, "meta", {}) or {}
     size = meta.get("image_size")
     rng = np.random.default_rng(seed)
     settings = {"n_per_domain": n_per_domain, "test_fraction": test_fraction, "seed": seed,
                 "feature_dim": int(getattr(model, "num_features", 0)) or None}
-    if synthetic is not None:
-        r = _draw(real, n_per_domain, rng, split, f"{n_per_domain} real images")
-        s = _draw(synthetic, n_per_domain, rng, None, f"{n_per_domain} synthetic images")
-        fr = encode(model, load_images(r, size), batch_size, device)
-        fs = encode(model, load_images(s, size), batch_size, device)
-        return {"synthetic": probe_accuracy(fr, fs, test_fraction, seed), "settings": settings}
-    both = _draw(real, 2 * n_per_domain, rng, split,
-                 f"2 x {n_per_domain} real images (half of them shifted)")
-    half = np.zeros(len(both), bool)
-    half[rng.permutation(len(both))[:n_per_domain]] = True
-    a, b = both.select(half), both.select(~half)
+    two = control or synthetic is None
+    what = f"2 x {n_per_domain} real images (two disjoint halves)" if two else f"{n_per_domain} real images"
+    drawn = _draw(real, (2 if two else 1) * n_per_domain, rng, split, what)
+    half = np.zeros(len(drawn), bool)
+    half[rng.permutation(len(drawn))[:n_per_domain]] = True
+    a, b = drawn.select(half), drawn.select(~half)
     fa = encode(model, load_images(a, size), batch_size, device)
-    fb = encode(model, load_images(b, size), batch_size, device)
-    fb_shift = encode(model, load_images(b, size, shift), batch_size, device)
-    name = shift if isinstance(shift, str) else getattr(shift, "__name__", "custom")
-    return {"shifted": probe_accuracy(fa, fb_shift, test_fraction, seed),
-            "control": probe_accuracy(fa, fb, test_fraction, seed),
-            "settings": {**settings, "shift": name}}
+    out: dict = {}
+    if synthetic is not None:
+        s = _draw(synthetic, n_per_domain, rng, None, f"{n_per_domain} synthetic images")
+        out["synthetic"] = probe_accuracy(fa, encode(model, load_images(s, size), batch_size, device),
+                                          test_fraction, seed)
+    else:
+        out["shifted"] = probe_accuracy(fa, encode(model, load_images(b, size, shift), batch_size, device),
+                                        test_fraction, seed)
+        settings["shift"] = shift if isinstance(shift, str) else getattr(shift, "__name__", "custom")
+    if control:
+        out["control"] = probe_accuracy(fa, encode(model, load_images(b, size), batch_size, device),
+                                        test_fraction, seed)
+    out["settings"] = settings
+    return out
+
+
+def class_domain_features(model: torch.nn.Module, real: Manifest, synthetic: Manifest, classes: list[str],
+                          n: int, seed: int = 0, device: str = "auto") -> dict[tuple[str, str], np.ndarray]:
+    """Frozen features of ``n`` real and ``n`` synthetic images of each named class:
+    ``{("real" | "synthetic", class name): (n, d) array}`` (Fig. 3b)."""
+    size = (getattr(model, "meta", {}) or {}).get("image_size")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for domain, m in (("real", real), ("synthetic", synthetic)):
+        for c in classes:
+            part = m.select((m.df["class_name"] == c).to_numpy())
+            sub = _draw(part, n, rng, None, f"{n} {domain} images of class {c!r}")
+            out[(domain, c)] = encode(model, load_images(sub, size), device=device)
+    return out
+
+
+def centroid_distances(feats: dict[tuple[str, str], np.ndarray]) -> dict[str, float]:
+    """Distances between the centroids of every (domain, class) pair of :func:`class_domain_features`,
+    in units of the mean within-set spread (root mean squared distance to its own centroid)."""
+    cents = {k: v.mean(0) for k, v in feats.items()}
+    spread = float(np.mean([np.sqrt(((v - cents[k]) ** 2).sum(1).mean()) for k, v in feats.items()]))
+    keys = list(feats)
+    out = {}
+    for i, ka in enumerate(keys):
+        for kb in keys[i + 1:]:
+            out[f"{ka[0]} {ka[1]} ~ {kb[0]} {kb[1]}"] = float(np.linalg.norm(cents[ka] - cents[kb]) / spread)
+    return out
 
 
 # ---------------------------------------------------------------------------- CLI
+def _synthetic(spec: Optional[str]) -> Optional[Manifest]:
+    """A manifest file, or the name of a registered dataset (``shared-sd14``)."""
+    if not spec:
+        return None
+    from ..data import list_datasets, load_dataset
+
+    return load_dataset(spec) if spec in list_datasets() else Manifest.read(spec)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m synaug.experiments.probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="a synaug run folder: its train/model.safetensors and data/heldout.parquet")
     p.add_argument("--checkpoint", help="model trained on real data (.safetensors)")
     p.add_argument("--real", help="manifest of real images (default with --run: data/heldout.parquet)")
-    p.add_argument("--synthetic", help="manifest of synthetic images (omit: shifted real half)")
+    p.add_argument("--synthetic", help="manifest or dataset name of synthetic images, e.g. shared-sd14 "
+                                       "(omit: the shifted real half)")
     p.add_argument("--shift", choices=SHIFTS, default="synthetic-domain")
     p.add_argument("--n", type=int, default=2500, help="images per domain (default 2500)")
     p.add_argument("--test-fraction", type=float, default=0.5)
@@ -244,8 +286,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if ckpt is None or real is None:
             raise SynaugError("give --run, or --checkpoint and --real")
         model = load_checkpoint(ckpt)
-        res = domain_probe(model, Manifest.read(real),
-                           Manifest.read(args.synthetic) if args.synthetic else None,
+        res = domain_probe(model, Manifest.read(real), _synthetic(args.synthetic),
                            n_per_domain=args.n, shift=args.shift, test_fraction=args.test_fraction,
                            seed=args.seed, split=None if args.split == "all" else args.split,
                            device=args.device)

@@ -60,7 +60,11 @@ def plan_items(plan: Plan, prompt_fn, run_seed: int) -> list[Item]:
 
 
 class Generator(Protocol):
-    """A backend. ``name`` is recorded in the manifest's ``generator`` column."""
+    """A backend. ``name`` is recorded in the manifest's ``generator`` column.
+
+    A backend may also define ``provenance(item) -> {"generator": str, "source_file": str}``
+    to record, per image, who made it and which file it came from (the pool backend does).
+    """
 
     name: str
 

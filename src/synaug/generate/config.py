@@ -28,12 +28,15 @@ SCHEDULERS = ("dpm++", "dpm++-karras", "euler", "euler-a", "ddim", "default")
 
 
 class PoolConfig(Strict):
-    """Take images for each cell from an existing labelled manifest (no diffusion model)."""
+    """Take images for each cell from an existing labelled set (no diffusion model runs):
+    pre-generated images (``dataset: shared-sd14``), or real images (the web-crawled baseline)."""
 
-    manifest: str | None = None          # the pool (e.g. held-out real images, pre-generated images)
-    root: str | None = None              # root of its real rows, if it is a plain table
+    manifest: str | None = None          # a manifest file of the pool, or "heldout" in `synaug run`
+    dataset: str | None = None           # or a registered dataset, e.g. shared-sd14 (Stable Diffusion 1.4)
+    root: str | None = None              # root of a plain table's rows / the dataset's data root
+    options: dict = Field(default_factory=dict)  # dataset adapter options
     split: str | None = "train"          # only rows of this split (None: all rows)
-    name: str | None = None              # recorded as pool:<name>; default: manifest file stem
+    name: str | None = None              # pool name (pool:<name> for rows without a generator)
     shift: Literal["none", "synthetic-domain"] = "none"
     match_groups: bool = True            # group cells take images of the same group name
 

@@ -51,19 +51,27 @@ class PoolGenerator:
     run_seed : int
         Seeds each cell's permutation.
     name : str
-        Recorded as ``pool:<name>`` (``+synthetic-domain`` when shifted).
+        The pool's name. Each image records its own maker in the ``generator`` column: the
+        pool row's ``generator`` when it has one (``shared-sd14``: "Stable Diffusion 1.4
+        (CIFAKE)"), else ``pool:<name>`` (real images); ``+synthetic-domain`` when shifted.
+        ``source_file`` records the pool image's path (relative to its root).
     """
 
     def __init__(self, plan: Plan, pool: Manifest, run_seed: int, name: str, shift: str = "none",
                  split: str | None = "train", match_groups: bool = True, resolution: int = 32,
                  resize_filter: str = "lanczos"):
         self.shift = shift
-        self.name = f"pool:{name}" + ("+synthetic-domain" if shift == "synthetic-domain" else "")
+        suffix = "+synthetic-domain" if shift == "synthetic-domain" else ""
+        self.name = f"pool:{name}{suffix}"
         df = pool.df if split is None else pool.df[pool.df["split"] == split]
         if df.empty:
-            raise SynaugError(f"pool manifest has no rows{'' if split is None else f' in split {split!r}'}")
-        abspaths = np.asarray([str(pool.roots[s] / p) for s, p in zip(df["source"], df["path"])], dtype=object)
-        self._sources: dict[str, np.ndarray] = {}
+            raise SynaugError(f"pool {name!r} has no rows{'' if split is None else f' in split {split!r}'}")
+        rel = df["path"].to_numpy(dtype=object)
+        abspaths = np.asarray([str(pool.roots[s] / p) for s, p in zip(df["source"], rel)], dtype=object)
+        makers = np.where(df["generator"].to_numpy(dtype=object) != "", df["generator"].to_numpy(dtype=object),
+                          self.name[:-len(suffix)] if suffix else self.name)
+        self._sources: dict[str, np.ndarray] = {}  # cell key -> row positions in df, in serving order
+        self._abs, self._rel, self._makers, self._suffix = abspaths, rel, makers, suffix
         for cell in plan.cells:
             if cell.synthetic == 0:
                 continue
@@ -73,20 +81,28 @@ class PoolGenerator:
                     raise SynaugError(f"plan cell {cell.key} has group {cell.group_name!r} but the pool has "
                                       "no groups (set pool.match_groups: false to ignore groups)")
                 mask = mask & (df["group_name"] == cell.group_name).to_numpy()
-            cand = np.sort(abspaths[mask])
+            cand = np.flatnonzero(mask)
+            cand = cand[np.argsort(abspaths[cand], kind="stable")]
             what = f"class {cell.class_name!r}"
             if cell.group >= 0 and match_groups:
                 what += f", group {cell.group_name!r}"
             if len(cand) < cell.synthetic:
-                raise SynaugError(f"pool has {len(cand)} images of {what} but the plan needs {cell.synthetic} "
-                                  "(sampling is without replacement)")
+                raise SynaugError(f"pool {name!r} cannot fill {what}: the plan needs {cell.synthetic} images, "
+                                  f"the pool has {len(cand)} (sampling is without replacement)")
             rng = np.random.default_rng(derive_seed(run_seed, cell.key, 0, purpose="pool"))
             self._sources[cell.key] = cand[rng.permutation(len(cand))[: cell.synthetic]]
         self.resolution, self.resize_filter = resolution, resize_filter
 
+    def _row(self, item: Item) -> int:
+        return int(self._sources[item.cell.key][item.index])
+
     def source_of(self, item: Item) -> str:
         """Absolute path of the pool image that becomes ``item``."""
-        return str(self._sources[item.cell.key][item.index])
+        return str(self._abs[self._row(item)])
+
+    def provenance(self, item: Item) -> dict:
+        i = self._row(item)
+        return {"generator": str(self._makers[i]) + self._suffix, "source_file": str(self._rel[i])}
 
     def generate(self, items: Sequence[Item], seeds: Sequence[int]) -> list[Image.Image]:
         from .base import to_square
@@ -104,14 +120,24 @@ class PoolGenerator:
 
 
 def load_pool(plan: Plan, cfg) -> PoolGenerator:
-    """Build the pool backend from ``cfg.pool`` (see :class:`synaug.generate.config.PoolConfig`)."""
+    """Build the pool backend from ``cfg.pool`` (see :class:`synaug.generate.config.PoolConfig`):
+    a manifest file, or a registered dataset (``dataset: shared-sd14``)."""
     pc = cfg.pool
-    if not pc.manifest:
-        raise SynaugError("backend pool needs pool.manifest (a manifest of the images to draw from)")
-    pool = Manifest.read(pc.manifest, root=pc.root)
-    if not set(c.class_name for c in plan.cells if c.synthetic) <= set(pool.classes):
-        missing = next(c.class_name for c in plan.cells if c.synthetic and c.class_name not in pool.classes)
-        raise SynaugError(f"pool manifest {pc.manifest} has no class {missing!r}")
-    name = pc.name or Path(pc.manifest).stem
+    if bool(pc.manifest) == bool(pc.dataset):
+        raise SynaugError("backend pool needs exactly one of pool.manifest (a manifest file) or "
+                          "pool.dataset (a dataset name, e.g. shared-sd14)")
+    if pc.dataset:
+        from ..data import load_dataset
+
+        pool = load_dataset(pc.dataset, pc.root, **pc.options)
+        name = pc.name or pc.dataset
+    else:
+        pool = Manifest.read(pc.manifest, root=pc.root)
+        name = pc.name or Path(pc.manifest).stem
+    for c in plan.cells:
+        if c.synthetic and c.class_name not in pool.classes:
+            raise SynaugError(f"pool {name!r} cannot fill class {c.class_name!r}: the plan needs {c.synthetic} "
+                              f"images, the pool has 0 (its classes: {', '.join(pool.classes[:12])}"
+                              f"{', ...' if len(pool.classes) > 12 else ''})")
     return PoolGenerator(plan, pool, cfg.seed, name, pc.shift, pc.split, pc.match_groups,
                          cfg.resolution, cfg.resize_filter)

@@ -35,7 +35,7 @@ from .dist import DistInfo, barrier
 SHARD_DIR = "manifest"
 MERGED = "synthetic.parquet"
 _PART_RE = re.compile(r"^rank(\d+)-part(\d+)\.parquet$")
-_ROW_COLS = ["path", "seed", "prompt", "generator"]
+_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file"]
 
 
 # ---------------------------------------------------------------------------- setup
@@ -108,15 +108,14 @@ def _read_rows(out_dir: Path) -> dict[str, dict]:
     """path -> row from the merged manifest and every shard part (later parts win)."""
     rows: dict[str, dict] = {}
     merged = out_dir / MERGED
-    if merged.is_file():
-        df = pd.read_parquet(merged, columns=_ROW_COLS)
-        rows.update({r["path"]: r for r in df.to_dict("records")})
-    for part in _part_files(out_dir):
+    for f in ([merged] if merged.is_file() else []) + _part_files(out_dir):
         try:
-            df = pd.read_parquet(part, columns=_ROW_COLS)
+            df = pd.read_parquet(f)
         except FileNotFoundError:
             continue
-        rows.update({r["path"]: r for r in df.to_dict("records")})
+        if "source_file" not in df.columns:  # written before provenance was recorded
+            df["source_file"] = ""
+        rows.update({r["path"]: r for r in df[_ROW_COLS].to_dict("records")})
     return rows
 
 
@@ -281,13 +280,21 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
             rows = []
             for it, img, seed in zip(batch, images, seeds):
                 write_bytes_atomic(out_dir / it.path, png_bytes(to_square(img, cfg.resolution, cfg.resize_filter)))
-                rows.append({"path": it.path, "seed": int(seed), "prompt": it.prompt, "generator": gen.name})
+                rows.append({"path": it.path, "seed": int(seed), "prompt": it.prompt, **provenance(gen, it)})
             # rows only after their images are on disk: a row always means a complete file
             _write_part(out_dir, dist.rank, part, rows)
             part += 1
             bar.update(len(batch))
     finally:
         bar.close()
+
+
+def provenance(gen, it: Item) -> dict:
+    """``generator`` and ``source_file`` of one image: the backend's name and no source file,
+    unless the backend records more (the pool names the image it copied and who made it)."""
+    if hasattr(gen, "provenance"):
+        return gen.provenance(it)
+    return {"generator": gen.name, "source_file": ""}
 
 
 def _make_batch(batch: list[Item], gen, scorer, cfg: GenerateConfig):
@@ -335,7 +342,7 @@ def merge(plan: Plan, items: Sequence[Item], out_dir: Path, complete_required: b
         records.append({"path": it.path, "label": c.label, "class_name": c.class_name, "group": c.group,
                         "group_name": c.group_name if c.group >= 0 else "", "split": "train",
                         "source": "synthetic", "prompt": r["prompt"], "seed": int(r["seed"]),
-                        "generator": r["generator"]})
+                        "generator": r["generator"], "source_file": r["source_file"]})
     m = Manifest.from_records(records, plan.classes, {"synthetic": out_dir}, plan.groups)
     m.write(out_dir / MERGED)
     for p in _part_files(out_dir):
