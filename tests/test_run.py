@@ -128,8 +128,16 @@ def test_demo_quick(tmp_path):
     """The README's first command at CI size: three runs and a comparison."""
     r = _synaug("demo", "--quick", "--out", tmp_path / "demo")
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("ce", "synaug-pool", "synaug-pool-shift"):
+    gens = {}
+    for name in ("ce", "synaug-sd14", "synaug-pool"):
         s = json.loads((tmp_path / "demo" / name / "metrics.json").read_text())
         assert np.isfinite(s["results"][s["final"]]["top1"])
-    assert "generator of synaug-pool: pool of held-out real CIFAR-10" in r.stdout
-    assert "NOT a diffusion model" in (tmp_path / "demo" / "comparison.md").read_text()
+        gens[name] = s["generators"]
+        assert s["generator"] in (tmp_path / "demo" / name / "report.md").read_text()  # every report names it
+    # the main row is made from real Stable Diffusion 1.4 images; the other SYNAuG run from held-out real ones
+    assert gens == {"ce": [], "synaug-sd14": ["Stable Diffusion 1.4 (CIFAKE)"], "synaug-pool": ["pool:heldout-real"]}
+    syn = Manifest.read(tmp_path / "demo" / "synaug-sd14" / "synthetic" / "synthetic.parquet")
+    assert syn.df["source_file"].str.startswith("sd14/").all()
+    assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
+    cmp = (tmp_path / "demo" / "comparison.md").read_text()
+    assert "Stable Diffusion 1.4" in cmp and "held-out real CIFAR-10" in cmp

@@ -1,21 +1,28 @@
 """``synaug demo``: the embedded default, fully offline on CPU.
 
 CIFAR-10-LT (IF 100, 500 images in the head class) built from the real CIFAR-10 JPEGs in
-``../shared/data``. Three runs: CE on the long-tailed set (baseline); SYNAuG whose "generator"
-is the pool of held-out real training images (the paper's web-crawled baseline, Table 5);
-and SYNAuG on the same pool passed through the fixed "synthetic-domain" shift (saturation,
-blur, colour cast), so the domain-gap machinery (Mixup, last-layer fine-tuning) is exercised.
-No Stable Diffusion weights exist on this machine: no diffusion model is used here.
+``../shared/data``. Three runs:
+
+* ``ce``: cross-entropy on the long-tailed real data (the baseline);
+* ``synaug-sd14`` (the main row): SYNAuG whose synthetic images are real Stable Diffusion 1.4
+  outputs for the CIFAR-10 classes (CIFAKE, ``../shared/data/cifake/sd14.tar``): uniformize,
+  Mixup, fine-tune the last layer on balanced real images;
+* ``synaug-pool``: the same with held-out real CIFAR-10 images instead (the images the long-tail
+  draw left out: the paper's web-crawled baseline of Table 5).
+
+No diffusion weights exist offline, so the SD 1.4 images come from that pre-generated set (the
+pool backend, ``pool: {dataset: shared-sd14}``) instead of being generated here.
 """
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
-POOL_NOTE = ("pool of held-out real CIFAR-10 training images (the images the long-tail draw left out; "
-             "NOT a diffusion model: no Stable Diffusion weights exist offline)")
-SHIFT_NOTE = POOL_NOTE.replace("(the images", "passed through the fixed 'synthetic-domain' shift "
-                                              "(saturation x1.5, blur 0.6 px, warm cast) (the images")
+SD_NOTE = ("Stable Diffusion 1.4 images of the CIFAR-10 classes (CIFAKE, ../shared/data/cifake/sd14.tar; "
+           "pre-generated, taken per class without replacement)")
+POOL_NOTE = ("held-out real CIFAR-10 training images (the images the long-tail draw left out: the paper's "
+             "web-crawled baseline, not a generator)")
+RUNS = ("ce", "synaug-sd14", "synaug-pool")
 
 
 def base_config(epochs: int, quick: bool) -> dict:
@@ -42,30 +49,30 @@ def variants(epochs: int, quick: bool, seed: int) -> dict[str, dict]:
     ce.update({"name": "ce", "seed": seed, "plan": None, "generate": None, "finetune": None,
                "description": "cross-entropy on the long-tailed real data (baseline)"})
     ce["train"]["mix"] = {"mixup": False}
-    syn = copy.deepcopy(base)
-    syn.update({"name": "synaug-pool", "seed": seed, "plan": {"mode": "class"},
-                "generate": {"backend": "pool", "resolution": 32, "pool": {"manifest": "heldout", "shift": "none"}},
-                "finetune": {"mode": "finetune", "epochs": 30 if not quick else 2},
-                "generator_note": POOL_NOTE,
-                "description": "SYNAuG: uniformize with the held-out real pool, Mixup, fine-tune the last layer"})
-    syn["train"]["mix"] = {"mixup": True}
-    shift = copy.deepcopy(syn)
-    shift["name"] = "synaug-pool-shift"
-    shift["generate"]["pool"]["shift"] = "synthetic-domain"
-    shift["generator_note"] = SHIFT_NOTE
-    shift["description"] = "SYNAuG with the pool shifted into a simulated synthetic domain"
-    return {"ce": ce, "synaug-pool": syn, "synaug-pool-shift": shift}
+    sd = copy.deepcopy(base)
+    sd.update({"name": "synaug-sd14", "seed": seed, "plan": {"mode": "class"},
+               "generate": {"backend": "pool", "resolution": 32, "pool": {"dataset": "shared-sd14"}},
+               "finetune": {"mode": "finetune", "epochs": 30 if not quick else 2},
+               "generator_note": SD_NOTE,
+               "description": "SYNAuG: uniformize with Stable Diffusion 1.4 images, Mixup, fine-tune the last layer"})
+    sd["train"]["mix"] = {"mixup": True}
+    pool = copy.deepcopy(sd)
+    pool.update({"name": "synaug-pool", "generator_note": POOL_NOTE,
+                 "generate": {"backend": "pool", "resolution": 32, "pool": {"manifest": "heldout"}},
+                 "description": "SYNAuG with held-out real images instead of generated ones (web-crawled baseline)"})
+    return {"ce": ce, "synaug-sd14": sd, "synaug-pool": pool}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="offline CPU demo: CE vs SYNAuG on CIFAR-10-LT from ../shared/data",
+    p = sub.add_parser("demo", help="offline CPU demo: CE vs SYNAuG (Stable Diffusion 1.4 images) on CIFAR-10-LT",
                        description=__doc__)
     p.add_argument("--out", "-o", default="runs/demo", help="folder for the three runs and the comparison")
     p.add_argument("--epochs", type=int, default=30, help="training epochs per run (default 30)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny CI-size version (a few hundred images, 1 epoch)")
-    p.add_argument("--data-root", default=None, help="folder holding cifar10/{train,test}.tar (default ../shared/data)")
-    p.add_argument("--only", nargs="*", default=None, choices=["ce", "synaug-pool", "synaug-pool-shift"])
+    p.add_argument("--data-root", default=None,
+                   help="folder holding cifar10/ and cifake/ (default: ../shared/data or $SYNAUG_SHARED_DATA)")
+    p.add_argument("--only", nargs="*", default=None, choices=list(RUNS))
     p.set_defaults(func=_cmd)
 
 
@@ -81,15 +88,17 @@ def _cmd(args) -> int:
             continue
         if args.data_root:
             raw["data"]["root"] = args.data_root
+            if raw.get("generate") and raw["generate"]["pool"].get("dataset"):
+                raw["generate"]["pool"]["root"] = args.data_root
         cfg = load_run_config(None, base=raw)
         print(f"=== {name}: {cfg.description}")
         summaries.append(run(cfg, out / name))
         dirs.append(out / name)
     print_summary_table(summaries)
     for s in summaries:
-        print(f"generator of {s['name']}: {s['generator']}")
+        print(f"synthetic images of {s['name']}: {s['synthetic']}, from {s['generator']}")
     html = compare(dirs, out, "synaug demo: CIFAR-10-LT (IF 100) from the shared real images",
-                   notes=[POOL_NOTE[0].upper() + POOL_NOTE[1:] + " played the role of the generator in synaug-pool.",
-                          "synaug-pool-shift: the same pool after the fixed synthetic-domain shift."])
+                   notes=[f"synaug-sd14: {SD_NOTE}.", f"synaug-pool: {POOL_NOTE}.",
+                          "ce: no synthetic images."])
     print(f"report: {html}")
     return 0

@@ -202,7 +202,8 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
                "real_train_counts": real_counts.tolist(),
                "train_counts_after": train_m.class_counts("train").tolist(),
                "synthetic": int((train_m.df["source"] == "synthetic").sum()),
-               "generator": _generator_label(cfg, train_m), "timings_s": st.timings}
+               "generator": _generator_label(cfg, train_m), "generators": _generators(train_m),
+               "timings_s": st.timings}
     write_json_atomic(run_dir / "metrics.json", summary)
     from .report import build_report
 
@@ -210,10 +211,15 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     return summary
 
 
+def _generators(train_m: Manifest) -> list[str]:
+    """The distinct ``generator`` values of the synthetic rows training used."""
+    return sorted(set(train_m.df.loc[train_m.df["source"] == "synthetic", "generator"]))
+
+
 def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
     if cfg.generator_note:
         return cfg.generator_note
-    gens = sorted(set(train_m.df.loc[train_m.df["source"] == "synthetic", "generator"]))
+    gens = _generators(train_m)
     return ", ".join(gens) if gens else "none (real data only)"
 
 
@@ -252,8 +258,9 @@ def print_summary_table(summaries: list[dict]) -> None:
             if cols is None:
                 cols = list(row)
                 t.add_column("run")
+                t.add_column("synthetic images from")
                 t.add_column("stage")
                 for c in cols:
                     t.add_column(c, justify="right")
-            t.add_row(s["name"], stage, *[row.get(c, "") for c in cols])
+            t.add_row(s["name"], ", ".join(s.get("generators") or ["none"]), stage, *[row.get(c, "") for c in cols])
     Console().print(t)
