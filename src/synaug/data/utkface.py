@@ -17,6 +17,7 @@ UTKFace (Zhang, Song & Qi, CVPR 2017) is for non-commercial research only.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -115,20 +116,25 @@ def balanced_split(strata: np.ndarray, test_per_cell: int, val_frac: float, seed
 
 
 def _scan(root: Path) -> tuple[list[dict], list[str], int]:
+    """Rows of every parseable image under ``root`` (sorted by relative path), the malformed
+    image names, and how many race-4 images were dropped. ``os.walk``: no stat per file."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = Path(dirpath).relative_to(root).as_posix()
+        files += [(f if rel == "." else f"{rel}/{f}", f) for f in filenames if not f.startswith(".")]
     rows, malformed, others = [], [], 0
-    for f in sorted(root.rglob("*")):
-        if not f.is_file() or f.name.startswith("."):
-            continue
-        parsed = parse_utkface_name(f.name)
+    for relpath, name in sorted(files):
+        parsed = parse_utkface_name(name)
         if parsed is None:
-            if f.suffix.lower() in IMG_EXT:
-                malformed.append(f.name)
+            if os.path.splitext(name)[1].lower() in IMG_EXT:
+                malformed.append(name)
             continue
         age, gender, race = parsed
         if race == OTHERS:
             others += 1
             continue
-        rows.append({"path": f.relative_to(root).as_posix(), "label": gender, "group": race, "age": age})
+        rows.append({"path": relpath, "label": gender, "group": race, "age": age})
     return rows, malformed, others
 
 

@@ -81,7 +81,7 @@ DESCRIPTIONS = {
 }
 RUNS = list(DESCRIPTIONS)
 
-_TINY = {"data": {"options": {"val_frac": 0.02, "test_per_cell": 20}, "train_fraction": 0.03},
+_TINY = {"data": {"options": {"val_frac": 0.01, "test_per_cell": 20}, "train_fraction": 0.03},
          "generate": {"resolution": 24},
          "train": {"epochs": 1, "progress": False, "data": {"image_size": 24}},
          "finetune": {"epochs": 2, "progress": False}}
@@ -129,7 +129,7 @@ def setup(scale: str) -> list[str]:
         f"validation: {100 * d['options']['val_frac']:g} % of every cell of the rest; {100 * d['heldout_fraction']:g} % "
         f"of every training cell held out as the pool of \"synthetic\" faces, {100 * d['train_fraction']:g} % of the "
         f"remaining cells trained on (natural imbalance kept). ResNet-18 (torchvision, from scratch) at "
-        f"{t['data']['image_size']} px, {t['epochs']} epochs, AdamW lr {t['optim']['lr']}, batch {t['batch_size']}, "
+        f"{t['data']['image_size']} px, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, AdamW lr {t['optim']['lr']}, batch {t['batch_size']}, "
         "cosine schedule; best epoch by validation accuracy. Paper: full UTKFace, 50 epochs (recipe not given). "
         "UTKFace is for non-commercial research only.",
     ]
@@ -223,7 +223,7 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
             p = PAPER[r]
             md.append(f"| {LABELS[r]} | {fmt(acc[r])} | " + " | ".join(_stats(gaps[r][k]) for k in ("DP", "ED", "EO"))
                       + f" | {fmt_paper(p[0], 1)} | " + " | ".join(fmt_paper(x, 4) for x in p[1:]) + " |")
-        md += ["", f"Synthetic rows: held-out real UTKFace faces. {NOTE}", ""]
+        md += ["", NOTE, ""]
     md += _claims(acc, gaps)
     chk = definition_check(every)
     pc = chk["paper"]
@@ -267,7 +267,7 @@ def _claims(acc, gaps) -> list[str]:
     out = []
 
     def better_gap(a: str, b: str, k: str) -> tuple[str, str]:  # is b's gap lower than a's?
-        return compare(L[b], gaps[b][k], L[a], gaps[a][k], k, unit="")
+        return compare(L[b], gaps[b][k], L[a], gaps[a][k], k, unit="", digits=4)
 
     def line(text: str, checks: list[tuple[str, str]]) -> str:
         holds = [h for h, _ in checks]
