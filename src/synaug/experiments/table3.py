@@ -129,7 +129,8 @@ def setup(scale: str) -> list[str]:
         f"validation: {100 * d['options']['val_frac']:g} % of every cell of the rest; {100 * d['heldout_fraction']:g} % "
         f"of every training cell held out as the pool of \"synthetic\" faces, {100 * d['train_fraction']:g} % of the "
         f"remaining cells trained on (natural imbalance kept). ResNet-18 (torchvision, from scratch) at "
-        f"{t['data']['image_size']} px, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, AdamW lr {t['optim']['lr']}, batch {t['batch_size']}, "
+        f"{t['data']['image_size']} px, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, "
+        f"AdamW lr {t['optim']['lr']}, batch {t['batch_size']}, "
         "cosine schedule; best epoch by validation accuracy. Paper: full UTKFace, 50 epochs (recipe not given). "
         "UTKFace is for non-commercial research only.",
     ]

@@ -74,8 +74,11 @@ def _table(header, rows):
     return header, [[str(x) for x in r] for r in rows]
 
 
+Block = tuple[str, object]  # ("text" | "h3", str) or ("table", (header, rows))
+
+
 def group_section(run_dir: Path, summary: dict, cfg: dict, real: Manifest, train: Manifest,
-                  plot_dir: Path) -> tuple[list[tuple[str, tuple[list[str], list[list[str]]] | str]], list[tuple[str, Path]]]:
+                  plot_dir: Path) -> tuple[list[Block], list[tuple[str, Path]]]:
     """The section's blocks, in order: ``("text", str)``, ``("table", (header, rows))`` and
     ``("h3", title)``, plus its figures ``[(title, png)]``. Empty when the run has no groups."""
     if not real.groups:
