@@ -230,28 +230,82 @@ def _utk_tree(root: Path, per_cell: int = 10) -> None:
     (root / "notes.txt").write_text("not an image")
 
 
-def test_utkface_labels_groups_age_and_split(tmp_path, capsys):
+def test_utkface_labels_groups_age_and_balanced_split(tmp_path, capsys):
     _utk_tree(tmp_path / "UTKFace", per_cell=10)
-    m = load_dataset("utkface", str(tmp_path / "UTKFace"))
+    m = load_dataset("utkface", str(tmp_path / "UTKFace"), test_per_cell=3, val_frac=0.2)
     err = capsys.readouterr().err
     assert "dropped 20 with race 4 (others)" in err and "skipped 2 malformed names" in err
+    assert len(err.strip().splitlines()) == 1  # one line
     assert m.classes == ["male", "female"] and m.groups == ["White", "Black", "Asian", "Indian"]
     assert len(m) == 2 * 4 * 10
     assert m.cell_counts(None).tolist() == [[10] * 4, [10] * 4]
     assert m.df["age"].dtype.kind == "i" and sorted(set(m.df["age"])) == list(range(20, 30))
-    # default fractions 0.1 / 0.2, stratified per (gender, race) cell
-    for split, n in (("train", 7), ("val", 1), ("test", 2)):
+    # balanced: 3 test faces per (gender, race) cell; val: round(7 * 0.2) = 1 of the rest; train: 6
+    for split, n in (("train", 6), ("val", 1), ("test", 3)):
         assert m.cell_counts(split).tolist() == [[n] * 4, [n] * 4]
     row = m.df[m.df["path"].str.startswith("25_1_3_")].iloc[0]
     assert (row["label"], row["group"], row["group_name"], row["age"]) == (1, 3, "Indian", 25)
-    same = load_dataset("utkface", str(tmp_path / "UTKFace"), quiet=True)
-    other = load_dataset("utkface", str(tmp_path / "UTKFace"), seed=5, quiet=True)
-    assert same.df["split"].tolist() == m.df["split"].tolist()
+    same = load_dataset("utkface", str(tmp_path / "UTKFace"), test_per_cell=3, val_frac=0.2, quiet=True)
+    other = load_dataset("utkface", str(tmp_path / "UTKFace"), test_per_cell=3, val_frac=0.2, seed=5, quiet=True)
+    assert same.df["split"].tolist() == m.df["split"].tolist()  # seeded
     assert other.df["split"].tolist() != m.df["split"].tolist()
-    half = load_dataset("utkface", str(tmp_path / "UTKFace"), val_frac=0.0, test_frac=0.5, quiet=True)
-    assert half.class_counts("test").tolist() == [20, 20] and half.class_counts("val").tolist() == [0, 0]
     m.write(tmp_path / "utk.parquet")
     assert Manifest.read(tmp_path / "utk.parquet").df["age"].tolist() == m.df["age"].tolist()
+
+
+def test_utkface_balanced_test_keeps_natural_imbalance_in_train(tmp_path):
+    root = tmp_path / "u"
+    root.mkdir()
+    n = 0
+    for gender, race, k in ((0, 0, 30), (1, 0, 12), (0, 1, 8), (1, 1, 20)):
+        for i in range(k):
+            n += 1
+            (root / f"{30 + i % 50}_{gender}_{race}_2017011617{n:07d}.jpg.chip.jpg").write_bytes(b"x")
+    m = load_dataset("utkface", str(root), test_per_cell=5, val_frac=0.0, quiet=True)
+    assert m.cell_counts("test").tolist() == [[5, 5, 0, 0], [5, 5, 0, 0]]
+    assert m.cell_counts("train").tolist() == [[25, 3, 0, 0], [7, 15, 0, 0]]
+    # the stratified-fraction split stays as an option
+    st = load_dataset("utkface", str(root), split="stratified", test_frac=0.5, val_frac=0.0, quiet=True)
+    assert st.cell_counts("test").tolist() == [[15, 4, 0, 0], [6, 10, 0, 0]]
+
+
+def _jung_make_data(features: list, num_groups: int, num_classes: int, min_cnt: int = 100):
+    """Transcription of ``GenericDataset._make_data`` (naver-ai/cgl_fairness,
+    data_handler/dataset_factory.py; the same in sangwon-jung94/FairDRO): walk the shuffled
+    list backwards; the first ``min_cnt`` rows met of every (group, class) cell go to test."""
+    data_count = np.zeros((num_groups, num_classes), dtype=int)
+    tmp = []
+    features = list(features)
+    for i in reversed(features):  # the original also removes from the list it walks backwards
+        s, l = int(i[0]), int(i[1])
+        data_count[s, l] += 1
+        if data_count[s, l] <= min_cnt:
+            features.remove(i)
+            tmp.append(i)
+    return features, tmp
+
+
+def test_balanced_split_picks_the_test_rows_of_jung_et_al():
+    import random
+
+    from synaug.data.utkface import balanced_split, last_per_cell
+
+    rng = np.random.default_rng(0)
+    feats = [[int(rng.integers(4)), int(rng.integers(2)), f"img_{i}.jpg"] for i in range(600)]
+    random.seed(1)  # as UTKFaceDataset.__init__ does before _make_data
+    random.shuffle(feats)
+    train, test = _jung_make_data(feats, 4, 2, min_cnt=20)
+    strata = np.array([s * 2 + l for s, l, _ in feats])
+    ours = last_per_cell(strata, 20)
+    assert {f[2] for f, t in zip(feats, ours) if t} == {f[2] for f in test}
+    assert len(test) == 8 * 20 and len(train) == 600 - 160
+    # the seeded split applies the same rule to its own permutation
+    out = balanced_split(strata, 20, 0.25, seed=3)
+    order = np.random.RandomState(3).permutation(len(strata))
+    assert set(np.flatnonzero(out == "test")) == set(order[last_per_cell(strata[order], 20)])
+    for c in range(8):
+        rest = int((strata == c).sum()) - 20
+        assert (out[strata == c] == "val").sum() == round(rest * 0.25)
 
 
 def test_utkface_errors(tmp_path):
@@ -263,9 +317,16 @@ def test_utkface_errors(tmp_path):
     with pytest.raises(SynaugError):
         load_dataset("utkface", str(tmp_path / "missing"))
     _utk_tree(tmp_path / "ok", per_cell=2)
-    with pytest.raises(SynaugError) as e:
-        load_dataset("utkface", str(tmp_path / "ok"), val_frac=0.5, test_frac=0.6, quiet=True)
-    assert "split fractions" in str(e.value)
+    with pytest.raises(SynaugError, match="split fractions"):
+        load_dataset("utkface", str(tmp_path / "ok"), split="stratified", val_frac=0.5, test_frac=0.6, quiet=True)
+    with pytest.raises(SynaugError, match=r"cell male/White has 2 images: a balanced test set of 100 per cell"):
+        load_dataset("utkface", str(tmp_path / "ok"), quiet=True)
+    with pytest.raises(SynaugError, match="test_frac is an option of split=stratified"):
+        load_dataset("utkface", str(tmp_path / "ok"), test_frac=0.5, quiet=True)
+    with pytest.raises(SynaugError, match="test_per_cell is an option of split=balanced"):
+        load_dataset("utkface", str(tmp_path / "ok"), split="stratified", test_per_cell=1, quiet=True)
+    with pytest.raises(SynaugError, match="split must be one of balanced, stratified"):
+        load_dataset("utkface", str(tmp_path / "ok"), split="random", quiet=True)
 
 
 # ---------------------------------------------------------------------------- Waterbirds
@@ -285,11 +346,11 @@ def test_waterbirds_groups_and_splits(tmp_path):
             rows.append([i, f"{y:03d}.Bird/img_{i}.jpg", y, split, place, f"/x/{i}.jpg"])
     m = load_dataset("waterbirds", str(_waterbirds(tmp_path / "wb", rows)))
     assert m.classes == ["landbird", "waterbird"]
-    assert m.groups == ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
-    assert m.cell_counts("train").tolist() == [[5, 1, 0, 0], [0, 0, 1, 3]]
+    assert m.groups == ["land", "water"]  # group = the background; the four literature "groups" are cells
+    assert m.cell_counts("train").tolist() == [[5, 1], [1, 3]]
     assert m.class_counts("val").tolist() == [2, 0] and m.class_counts("test").tolist() == [2, 2]
     r = m.df.iloc[6]  # y=1, place=0
-    assert (r["label"], r["group"], r["group_name"], r["place"], r["split"]) == (1, 2, "waterbird/land", 0, "train")
+    assert (r["label"], r["group"], r["group_name"], r["place"], r["split"]) == (1, 0, "land", 0, "train")
     assert m.abspaths()[0] == tmp_path / "wb" / "000.Bird/img_1.jpg"
 
 
@@ -395,7 +456,7 @@ def test_table_adapter_reads_csv_and_parquet(tmp_path, image_folder):
 
 def test_registry_lists_every_adapter():
     assert {"cifar10", "cifar100", "utkface", "waterbirds", "imagenet-lt", "imagenet100-lt", "imagefolder",
-            "table", "shared-cifar10", "shared-sd14"} <= set(list_datasets())
+            "table", "shared-cifar10", "shared-sd14", "shared-utkface"} <= set(list_datasets())
     with pytest.raises(SynaugError) as e:
         load_dataset("mnist", None)
     assert "unknown dataset 'mnist'" in str(e.value)
@@ -427,6 +488,24 @@ def test_shared_sd14_generated_images():
     assert "real" not in m.roots and m.df["path"].str.startswith("sd14/").all()
     sample = m.select(np.arange(len(m)) % 5000 == 0)
     sample.validate(verify_files=True, expected_size=(32, 32))
+
+
+def test_shared_utkface_real_faces(capsys):
+    """UTKFace from ../shared/data: 23,707 files - 1,692 race-4 faces - 5 malformed names = 22,010."""
+    m = load_dataset("shared-utkface")
+    err = capsys.readouterr().err.strip()
+    assert err == ("synaug: utkface: using 22010 images; dropped 1692 with race 4 (others); skipped 5 malformed "
+                   "names (e.g. '24_0_1_20170116220224657 .jpg.chip.jpg')")
+    assert len(m) == 22010 and m.num_classes == 2 and m.num_groups == 4
+    assert m.classes == ["male", "female"] and m.groups == ["White", "Black", "Asian", "Indian"]
+    # (gender, race) counts of the shared README, races 0-3
+    assert m.cell_counts(None).tolist() == [[5476, 2316, 1575, 2261], [4601, 2208, 1859, 1714]]
+    assert m.cell_counts("test").tolist() == [[100] * 4, [100] * 4]  # balanced test set
+    val = m.cell_counts("val")
+    assert (np.abs(val - 0.1 * (m.cell_counts(None) - 100)) <= 0.5).all()
+    assert m.df["age"].between(1, 116).all()
+    sample = m.select(np.arange(len(m)) % 5000 == 0)
+    sample.validate(verify_files=True, expected_size=(200, 200))
 
 
 def test_shared_archive_checksum_mismatch_is_refused(tmp_path):

@@ -26,8 +26,11 @@ def test_configs_cover_the_paper():
     names = {p.stem for p in CONFIGS}
     for prefix in ("table1", "table2", "table3a", "table3bc", "table3d", "table4", "table5", "fig2", "fig3", "fig4"):
         assert any(n.startswith(prefix) for n in names), prefix
-    for cpu in ("table1-cpu", "table2-cpu", "table5-cpu", "fig2-cpu", "fig3-cpu"):
+    for cpu in ("table1-cpu", "table2-cpu", "table5-cpu", "fig2-cpu", "fig3-cpu", "table3a-utkface-cpu",
+                "table3a-erm-utkface-cpu", "table3bc-utkface-cpu", "table3d-utkface-cpu"):
         assert cpu in names
+    listed = (ROOT / "configs" / "README.md").read_text()
+    assert all(f"{n}.yaml" in listed for n in names if n.endswith("-cpu")), "every CPU config is in configs/README.md"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -47,8 +50,12 @@ def test_config_loads_as_run_config(path):
             pool = cfg.generate.pool
             assert cfg.generate.backend == "pool"
             assert pool.dataset == "shared-sd14" or pool.manifest == "heldout", path.name
-            if pool.manifest == "heldout":
-                assert cfg.data.imbalance_factor is not None  # the held-out pool exists
+            if pool.manifest == "heldout":  # the held-out pool exists
+                assert cfg.data.imbalance_factor is not None or cfg.data.heldout_fraction is not None
+            if cfg.data.dataset == "shared-utkface":  # every UTKFace table says what its "synthetic" faces are
+                assert "held-out real UTKFace faces" in cfg.generator_note and "HELD-OUT REAL FACES" in text
+        if cfg.data.dataset == "shared-utkface":
+            assert "non-commercial" in text
     else:
         assert cfg.generate is None or cfg.generate.backend != "pool" or "EDIT" in text
         if cfg.generate is not None and cfg.generate.backend in ("txt2img", "img2img"):
@@ -117,10 +124,11 @@ def _fake_manifest(dataset: str, tmp: Path) -> Manifest:
             for g in range(4):
                 rows += [{"path": f"{c}{g}_{i}.jpg", "label": c, "group": g, "age": 20 + i, "split": "train"}
                          for i in range(2 + c * 3 + g)]
-    elif dataset == "waterbirds":
+    elif dataset == "waterbirds":  # group = place
         classes, groups = WB_CLASSES, WB_GROUPS
-        for g, n in enumerate([10, 2, 1, 5]):
-            rows += [{"path": f"{g}_{i}.jpg", "label": g // 2, "group": g, "split": "train"} for i in range(n)]
+        for cell, n in enumerate([10, 2, 1, 5]):
+            rows += [{"path": f"{cell}_{i}.jpg", "label": cell // 2, "group": cell % 2, "split": "train"}
+                     for i in range(n)]
     else:
         classes, groups = ["tench", "goldfish", "great white shark"], None
         rows = [{"path": f"{c}_{i}.jpg", "label": c, "split": "train"} for c in range(3) for i in range(3 * c + 1)]
@@ -294,6 +302,65 @@ def test_reproduction_specs_are_valid_and_small_scale_is_the_config_files():
     for a, b in REUSE.items():
         strip = lambda d: {k: v for k, v in d.items() if k not in ("finetune", "description")}  # noqa: E731
         assert strip(small[a]) == strip(small[b])
+
+
+def test_table3_specs_are_the_config_files_and_consistent():
+    from synaug.experiments import run_specs, table3
+
+    small, tiny = table3.specs("small"), table3.specs("tiny")
+    assert set(small) == set(table3.RUNS) == set(table3.PAPER)
+    assert set(run_specs("small")) >= set(small)  # registered with the other experiments, no name clash
+    files = {n: yaml.safe_load((ROOT / "configs" / n).read_text()) for n in
+             ("table3a-erm-utkface-cpu.yaml", "table3a-utkface-cpu.yaml", "table3bc-utkface-cpu.yaml",
+              "table3d-utkface-cpu.yaml")}
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "description")}  # noqa: E731
+    assert strip(small["utk_erm"]) == strip(files["table3a-erm-utkface-cpu.yaml"])
+    assert strip(small["utk_synaug"]) == strip(files["table3a-utkface-cpu.yaml"])
+    assert strip(small["utk_synaug_base"]) == strip(files["table3bc-utkface-cpu.yaml"])
+    assert strip(small["utk_synaug_star"]) == strip(files["table3d-utkface-cpu.yaml"])
+    syn, base = small["utk_synaug"], small["utk_synaug_base"]
+    # (b)/(c) SYNAuG = (a) SYNAuG without Mixup and fine-tuning; ERM trains on exactly SYNAuG's real faces
+    assert base["train"] == {**syn["train"], "mix": {"mixup": False}} and base.get("finetune") is None
+    assert {k: v for k, v in base.items() if k not in ("train", "finetune", "name", "description")} == \
+        {k: v for k, v in syn.items() if k not in ("train", "finetune", "name", "description")}
+    assert small["utk_erm"]["data"] == syn["data"] and small["utk_erm"]["plan"] is None
+    assert small["utk_synaug_star"]["plan"]["mode"] == "agnostic" and syn["plan"]["mode"] == "cell"
+    assert small["utk_erm_rs"]["train"]["algorithm"] == {"name": "resample", "resample": {"by": "cell"}}
+    assert small["utk_synaug_cutmix"]["train"]["mix"] == {"mixup": False, "cutmix": True}
+    for a, b in table3.REUSE.items():  # only the last-layer step differs
+        drop = lambda d: {k: v for k, v in d.items() if k not in ("finetune", "description")}  # noqa: E731
+        assert drop(small[a]) == drop(small[b]) and small[b]["finetune"] is None
+    for name, raw in {**small, **{f"t-{k}": v for k, v in tiny.items()}}.items():
+        load_run_config(None, base={**raw, "name": name})
+    assert tiny["utk_synaug"]["train"]["epochs"] == 1 and tiny["utk_erm"].get("finetune") is None
+
+
+def test_table3_definition_check_is_computed_from_the_numbers():
+    """The reading that reproduces the paper's ordering is found from the values, not asserted."""
+    from synaug import metrics as M
+    from synaug.experiments import table3
+
+    keys = list(M.DEFINITIONS)
+
+    def row(tpr, fpr, dp_test, dp_pop):
+        v = dict.fromkeys(keys, 0.0)
+        v.update(demographic_parity=dp_test, demographic_parity_population=dp_pop, equal_opportunity=tpr,
+                 tpr_gap=tpr, fpr_gap=fpr, equalized_odds=max(tpr, fpr), equalized_odds_mean=(tpr + fpr) / 2,
+                 class_accuracy_gap_mean=(tpr + fpr) / 2, class_accuracy_gap_max=max(tpr, fpr))
+        return v
+
+    # mostly TPR gap > FPR gap (ED < EO), once the other way; DP at population rates above ED
+    vals = {r: [row(0.08, 0.04, 0.03, 0.09)] for r in table3.RUNS}
+    vals["utk_synaug"] = [row(0.04, 0.06, 0.03, 0.08)]
+    vals["utk_erm_cutmix"] = [row(0.09, 0.03, 0.03, 0.085)]  # DP < EO, as the paper's row
+    chk = table3.definition_check(vals)
+    assert chk["paper"] == {"ED < EO": 12, "DP > ED": 13, "DP > EO": 10, "rows": 13}
+    assert chk["best"] == "paper" and chk["sets"]["paper"]["shows_every_paper_order"]
+    assert "ED < EO" in chk["sets"]["fairlearn"]["missing"] and "DP > ED" in chk["sets"]["test-dp"]["missing"]
+    assert chk["sets"]["paper"]["agree"] > chk["sets"]["fairlearn"]["agree"]
+    # other numbers, another answer: FPR gap > TPR gap and DP small everywhere -> 'max-mean' agrees most
+    flipped = {r: [row(0.03, 0.08, 0.02, 0.01)] for r in table3.RUNS}
+    assert table3.definition_check(flipped)["best"] == "max-mean"
 
 
 def test_reproduce_cpu_tiny_writes_results(tmp_path):

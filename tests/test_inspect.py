@@ -149,8 +149,8 @@ def test_cli_inspect_groups_with_dataset_options(tmp_path, capsys):
         for i in range(k):
             n += 1
             (root / f"{30 + i}_{gender}_{race}_201701161745{n:05d}.jpg.chip.jpg").write_bytes(b"x")
-    rc = main(["inspect", "--dataset", "utkface", "--data-root", str(root), "--dataset-opt", "test_frac=0.5",
-               "--dataset-opt", "val_frac=0", "--out", str(tmp_path / "o")])
+    rc = main(["inspect", "--dataset", "utkface", "--data-root", str(root), "--dataset-opt", "split=stratified",
+               "--dataset-opt", "test_frac=0.5", "--dataset-opt", "val_frac=0", "--out", str(tmp_path / "o")])
     cap = capsys.readouterr()
     assert rc == 0
     assert "dropped 3 with race 4" in cap.err

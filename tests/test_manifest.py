@@ -70,7 +70,8 @@ def test_plain_table_takes_names_from_columns_and_its_folder_as_root(tmp_path, s
     assert m.df["class_name"].tolist() == ["ant", "cow", "cow"]
     assert m.roots["real"] == tmp_path
     assert m.class_counts("train").tolist() == [1, 0, 1]
-    assert m.cell_counts(None).tolist() == [[1, 0], [0, 0], [1, 1]]  # group -1 counts in column 0
+    # a row without a group (-1) is in no cell (it used to be counted in group 0)
+    assert m.cell_counts(None).tolist() == [[1, 0], [0, 0], [0, 1]]
     other = Manifest.read(f, root=tmp_path / "elsewhere")
     assert other.abspaths()[0] == tmp_path / "elsewhere" / "x/1.jpg"
 

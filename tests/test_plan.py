@@ -207,18 +207,19 @@ def test_cell_attributes_carry_ages():
     assert agn.cells[1].attributes["age"] == sorted(train[train["label"] == 1]["age"])
 
 
-def test_nested_groups_skip_impossible_cells():
-    """Waterbirds: group 'waterbird/land' only holds waterbirds, so no landbird cell for it."""
-    cc = np.array([[50, 3, 0, 0], [0, 0, 2, 20]])
+def test_waterbirds_group_is_the_place():
+    """Waterbirds: group = place, shared by both classes. ``spurious`` fills every (bird, place)
+    cell up to the largest; ``cell`` lifts, within every place, the other bird to the larger."""
+    cc = np.array([[50, 3], [2, 20]])
     rows = [{"path": f"{c}/{g}/{i}.jpg", "label": c, "group": g, "split": "train"}
-            for c in range(2) for g in range(4) for i in range(cc[c, g])]
-    m = Manifest.from_records(rows, ["landbird", "waterbird"], {"real": "/wb"},
-                              ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"])
+            for c in range(2) for g in range(2) for i in range(cc[c, g])]
+    m = Manifest.from_records(rows, ["landbird", "waterbird"], {"real": "/wb"}, ["land", "water"])
     plan = make_plan(m, "spurious")
-    assert [(c.class_name, c.group_name, c.real, c.synthetic) for c in plan.cells] == [
-        ("landbird", "landbird/land", 50, 0), ("landbird", "landbird/water", 3, 47),
-        ("waterbird", "waterbird/land", 2, 48), ("waterbird", "waterbird/water", 20, 30)]
-    assert [c.synthetic for c in make_plan(m, "cell").cells] == [0, 0, 0, 0]
+    assert [(c.key, c.class_name, c.group_name, c.real, c.synthetic) for c in plan.cells] == [
+        ("0/0", "landbird", "land", 50, 0), ("0/1", "landbird", "water", 3, 47),
+        ("1/0", "waterbird", "land", 2, 48), ("1/1", "waterbird", "water", 20, 30)]
+    assert [c.synthetic for c in make_plan(m, "cell").cells] == [0, 17, 48, 0]
+    assert [c.synthetic for c in make_plan(m, "agnostic").cells] == [0, 31]
 
 
 # ---------------------------------------------------------------------------- plan files

@@ -53,6 +53,28 @@ def test_compute_metrics_agrees_with_metric_functions():
     assert res["fairness"]["demographic_parity"] == pytest.approx(M.demographic_parity(p, g))
     assert res["fairness"]["equalized_odds"] == pytest.approx(M.equalized_odds(y, p, g))
     assert set(res["group_accuracy"]["per_group"]) == {"neg/a", "neg/b", "pos/a", "pos/b"}
+    # Waterbirds' "mean" is plain accuracy; the group means are listed beside it, each defined
+    ga = res["group_accuracy"]
+    assert ga["mean"] == pytest.approx(res["top1"])
+    assert ga["unweighted_mean"] == pytest.approx(M.group_accuracy(y, p, cells)["unweighted_mean"])
+    assert set(ga["definitions"]) == {"worst", "mean", "unweighted_mean", "weighted_mean"}
+    # fairness over the group only, every gap with its definition; DP at the training base rates
+    f = res["fairness"]
+    assert f["over"] == "group (a, b)" and f["positive_class"] == "pos"
+    assert set(f["definitions"]) == set(M.DEFINITIONS) and all(k in f for k in M.DEFINITIONS)
+    want = M.demographic_parity_population(y, p, g, {0: (100, 5), 1: (50, 5)})
+    assert f["demographic_parity_population"] == pytest.approx(want)
+    hs = M.DEFINITION_SETS[M.HEADLINE_SET]
+    assert f["headline"]["set"] == M.HEADLINE_SET
+    assert [f["headline"][k] for k in ("DP", "EO", "ED")] == [f[hs[k]] for k in ("DP", "EO", "ED")]
+    assert set(f["sets"]) == set(M.DEFINITION_SETS)
+    # more than two classes: Jung et al.'s class-wise gaps only
+    y3 = rng.integers(0, 3, 200)
+    p3 = np.where(rng.random(200) < 0.7, y3, 0)
+    r3 = compute_metrics(y3, p3, g, ["x", "y", "z"], ["a", "b"])
+    assert set(r3["fairness"]) == {"over", "class_accuracy_gap_mean", "class_accuracy_gap_max", "definitions"}
+    assert r3["fairness"]["class_accuracy_gap_max"] == pytest.approx(M.class_accuracy_gap(y3, p3, g, "max"))
+    assert "weighted_mean" not in r3["group_accuracy"]["definitions"]
 
 
 def test_evaluate_writes_json_csv_png(data, tmp_path):

@@ -229,10 +229,18 @@ class Manifest:
         return np.bincount(df["label"].to_numpy(), minlength=self.num_classes).astype(int)
 
     def cell_counts(self, split: str | None = "train") -> np.ndarray:
-        """Counts per (class, group), shape (C, G); G = 1 when there are no groups."""
+        """Counts per (class, group), shape (C, G); G = 1 when there are no groups.
+
+        With groups, rows without one (``group == -1``, e.g. synthetic rows of a plan that
+        ignores groups) are not counted in any cell.
+        """
         df = self.df if split is None else self.df[self.df["split"] == split]
         G = max(self.num_groups, 1)
-        g = df["group"].to_numpy().clip(min=0) if self.groups is not None else np.zeros(len(df), int)
+        if self.groups is not None:
+            df = df[df["group"] >= 0]
+            g = df["group"].to_numpy()
+        else:
+            g = np.zeros(len(df), int)
         flat = df["label"].to_numpy() * G + g
         return np.bincount(flat, minlength=self.num_classes * G).reshape(self.num_classes, G).astype(int)
 

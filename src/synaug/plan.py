@@ -180,10 +180,14 @@ def make_plan(manifest: Manifest, mode: Mode = "class", target: int | None = Non
     ----------
     mode : {"class", "cell", "agnostic", "spurious", "replace-class", "replace-ratio"}
         ``class``: every class up to the largest class, or to ``target`` (classes above get 0).
-        ``cell``: per (class, group): within every group all classes reach that group's
-        largest class (SYNAuG for fairness); ``equalize_groups`` lifts every cell to the
-        global largest cell. ``agnostic``: balance classes ignoring groups (SYNAuG*).
-        ``spurious``: fill every (class, background) cell up to the largest cell.
+        ``cell``: per (class, group), the group being the sensitive attribute (UTKFace race):
+        within every group all classes reach that group's largest class (SYNAuG for
+        fairness); ``equalize_groups`` lifts every cell to the global largest cell.
+        ``agnostic``: balance classes ignoring groups (SYNAuG*). ``spurious``: the group
+        being the background (Waterbirds place), fill every (class, group) cell up to the
+        largest cell, so the background no longer predicts the class. Every group is an
+        attribute shared by all classes, so every (class, group) cell is planned, also an
+        empty one.
         ``replace-class``: replace all real images of ``k`` classes (or the named
         ``classes``) with as many synthetic ones. ``replace-ratio``: replace a fraction
         ``ratio`` of every class.
@@ -229,9 +233,8 @@ def make_plan(manifest: Manifest, mode: Mode = "class", target: int | None = Non
         else:
             per_group = cc.max(axis=0, keepdims=True) if target is None else np.full((1, cc.shape[1]), target)
             goal = np.broadcast_to(per_group, cc.shape)
-        owner = _group_owners(manifest)
         cells = [cell(c, cc[c, g], max(int(goal[c, g]) - int(cc[c, g]), 0), g)
-                 for c in range(cc.shape[0]) for g in range(cc.shape[1]) if owner[g] in (None, c)]
+                 for c in range(cc.shape[0]) for g in range(cc.shape[1])]
         return Plan(mode, manifest.classes, cells, manifest.groups, seed, params)
 
     rng = np.random.RandomState(seed)
@@ -261,18 +264,6 @@ def make_plan(manifest: Manifest, mode: Mode = "class", target: int | None = Non
         drop.extend(paths[rng.permutation(n)[:m]].tolist())
         cells.append(cell(c, n - m, m))
     return Plan(mode, manifest.classes, cells, manifest.groups, seed, params, sorted(drop))
-
-
-def _group_owners(manifest: Manifest) -> list[int | None]:
-    """The class a group belongs to when it is named ``"<class>/<attribute>"`` (Waterbirds'
-    ``"waterbird/land"``), else ``None``. (other class, owned group) cells cannot exist, so
-    cell-wise plans leave them out instead of asking for e.g. landbirds in group waterbird/land.
-    """
-    owners: list[int | None] = []
-    for g in manifest.groups or []:
-        head = g.split("/", 1)[0] if "/" in g else None
-        owners.append(manifest.classes.index(head) if head in manifest.classes else None)
-    return owners
 
 
 def _cell_attributes(train: Manifest) -> dict:

@@ -3,12 +3,21 @@
 Validation is always carved from *training* images (never from test). When the training set
 is long-tailed from a balanced one, the images the long-tail draw did not keep form a real,
 disjoint pool: validation comes from it first, and the rest can feed the pool generator.
+
+Without a long tail, ``heldout_fraction`` holds out a share of every class x group cell of the
+training rows as that pool (it keeps the training set's natural imbalance), and
+``train_fraction`` then keeps a share of every cell of what is left for training (a smaller
+training set with the same imbalance). The pool is what ``generate: {backend: pool, pool:
+{manifest: heldout}}`` draws from, matching class and group names; it never overlaps the
+training, validation or test rows.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from pydantic import Field
 
 from .config import Strict
 from .data import load_dataset, make_long_tail
@@ -28,6 +37,9 @@ class DataConfig(Strict):
     val_per_class: int = 0
     test_per_class: int | None = None
     split_seed: int = 0
+    # a real pool held out from the training rows, per class x group cell (natural imbalance kept)
+    heldout_fraction: float | None = Field(None, gt=0, lt=1)
+    train_fraction: float | None = Field(None, gt=0, le=1)   # then keep this share of every cell for training
 
 
 @dataclass
@@ -57,7 +69,16 @@ def prepare(cfg: DataConfig) -> PreparedData:
     m = _cap(m, "test", cfg.test_per_class, cfg.split_seed + 1)
     pool = None
     if cfg.imbalance_factor is not None:
+        if cfg.heldout_fraction is not None or cfg.train_fraction is not None:
+            raise SynaugError("data: heldout_fraction / train_fraction cannot be combined with imbalance_factor "
+                              "(the long-tail draw already holds out the images it leaves out)")
         m, pool = make_long_tail(m, cfg.imbalance_factor, seed=cfg.lt_seed, img_max=cfg.img_max)
+    if cfg.heldout_fraction is not None:
+        held = _per_cell_share(m, "train", cfg.heldout_fraction, cfg.split_seed + 4)
+        pool, m = m.select(held), m.select(~held)
+    if cfg.train_fraction is not None:
+        keep = _per_cell_share(m, "train", cfg.train_fraction, cfg.split_seed + 5)
+        m = m.select(keep | (m.df["split"] != "train").to_numpy())
     if cfg.val_per_class > 0 and not (m.df["split"] == "val").any():
         parts = []
         need = np.full(m.num_classes, cfg.val_per_class)
@@ -91,4 +112,20 @@ def _per_class_pick(m: Manifest, split: str, n, seed: int, keep_one: bool) -> np
         take = min(want, len(idx) - 1 if keep_one else len(idx))
         rng.shuffle(idx)
         mask[idx[:max(take, 0)]] = True
+    return mask
+
+
+def _per_cell_share(m: Manifest, split: str, frac: float, seed: int) -> np.ndarray:
+    """Seeded pick of ``round(n * frac)`` rows of every class x group cell (class when a row has
+    no group) of ``split``: the pick has the same class x group proportions as the split."""
+    rng = np.random.RandomState(seed)
+    df = m.df
+    G = m.num_groups + 1
+    cell = df["label"].to_numpy() * G + (df["group"].to_numpy() + 1)
+    in_split = (df["split"] == split).to_numpy()
+    mask = np.zeros(len(m), bool)
+    for c in np.unique(cell[in_split]):
+        idx = np.flatnonzero(in_split & (cell == c))
+        rng.shuffle(idx)
+        mask[idx[:int(round(len(idx) * frac))]] = True
     return mask

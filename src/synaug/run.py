@@ -145,8 +145,8 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
         gcfg = cfg.generate
         if gcfg.backend == "pool" and not gcfg.pool.dataset and gcfg.pool.manifest in (None, "heldout"):
             if not pool_p.is_file():
-                raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor "
-                                  "(the images the long-tail draw left out)")
+                raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor (the images "
+                                  "the long-tail draw left out) or data.heldout_fraction")
             gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
                 update={"manifest": str(pool_p), "name": gcfg.pool.name or "heldout-real"})})
 

@@ -21,7 +21,7 @@ def add_source_args(p) -> None:
                    help="long-tail the train split by this IF (LDAM-DRW convention)")
     g.add_argument("--lt-seed", type=int, default=0, help="seed of the long-tail draw")
     g.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra adapter option, e.g. test_frac=0.2 (utkface) or names=FILE (imagenet-lt)")
+                   help="extra adapter option, e.g. test_per_cell=50 (utkface) or names=FILE (imagenet-lt)")
 
 
 def manifest_from_args(args) -> Manifest:

@@ -2,7 +2,9 @@
 
 * ``shared-cifar10``: real CIFAR-10 JPEGs (``cifar10/train.tar``, ``cifar10/test.tar``);
 * ``shared-sd14``: 49,080 images made by Stable Diffusion 1.4 for the CIFAR-10 classes
-  (the generated half of CIFAKE, ``cifake/sd14.tar``), as a synthetic-only manifest.
+  (the generated half of CIFAKE, ``cifake/sd14.tar``), as a synthetic-only manifest;
+* ``shared-utkface``: UTKFace, aligned and cropped (``utkface/UTKFace.tar``): 22,010 usable
+  faces (gender = class, race = group, race 4 and 5 malformed names dropped).
 
 Each archive is sha256-checked, then extracted once into the cache folder (never into the
 shared folder); extraction goes to a temp folder renamed at the end, under a file lock, so an
@@ -171,3 +173,22 @@ def shared_sd14(root: str | Path | None = None, cache: str | Path | None = None)
     folder = extract_shared("sd14", root, cache)
     rows = _class_rows(folder, "sd14", CIFAR10_CLASSES, "train", source="synthetic", generator=SD14_GENERATOR)
     return Manifest.from_records(rows, CIFAR10_CLASSES, {"synthetic": folder})
+
+
+@register_dataset("shared-utkface")
+def shared_utkface(root: str | Path | None = None, cache: str | Path | None = None, split: str = "balanced",
+                   test_per_cell: int | None = None, val_frac: float = 0.1, test_frac: float | None = None,
+                   seed: int = 0, quiet: bool = False) -> Manifest:
+    """UTKFace from the shared archive (23,707 files): 22,010 faces after dropping race 4
+    ("Others", 1,692 faces) and the 5 malformed file names of the original release.
+
+    Gender is the class (male, female), race the group (White, Black, Asian, Indian), ``age``
+    an extra column. Split options as :func:`synaug.data.utkface.utkface` (default: a test set
+    of 100 faces per (gender, race) cell, 10 % of the rest of every cell for validation, the
+    remainder for training). Non-commercial research use only (UTKFace's licence).
+    """
+    from .utkface import utkface
+
+    folder = extract_shared("utkface", root, cache)
+    return utkface(folder, split=split, test_per_cell=test_per_cell, val_frac=val_frac, test_frac=test_frac,
+                   seed=seed, quiet=quiet)

@@ -1,8 +1,10 @@
 """Waterbirds (Sagawa et al., 2020): ``metadata.csv`` with img_filename, y, split, place.
 
 ``y`` is the class (0 landbird, 1 waterbird), ``place`` the background (0 land, 1 water),
-``split`` 0/1/2 = train/val/test. The group is ``y * 2 + place`` and is named
-``"<class>/<place>"``; that name tells the planner the group belongs to one class only.
+``split`` 0/1/2 = train/val/test. The group is the background, as everywhere in synaug
+(``group`` = sensitive attribute / background): groups ``["land", "water"]``. The four
+Waterbirds "groups" of the literature are the class x group cells (``landbird/land`` ...):
+worst-group accuracy, cell-balanced fine-tuning and Group-DRO (``by: cell``) use those.
 ``place`` also stays as an extra integer column.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .registry import register_dataset
 
 WB_CLASSES = ["landbird", "waterbird"]
 WB_PLACES = ["land", "water"]
-WB_GROUPS = [f"{c}/{p}" for c in WB_CLASSES for p in WB_PLACES]
+WB_GROUPS = WB_PLACES  # group = background
 _SPLITS = {0: "train", 1: "val", 2: "test"}
 
 
@@ -50,7 +52,7 @@ def waterbirds(root: str | Path | None, metadata: str | Path | None = None) -> M
     out = pd.DataFrame({
         "path": df["img_filename"].astype(str),
         "label": ints["y"],
-        "group": ints["y"] * 2 + ints["place"],
+        "group": ints["place"],
         "split": ints["split"].map(_SPLITS),
         "place": ints["place"],
     })

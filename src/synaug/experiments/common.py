@@ -186,15 +186,15 @@ def fmt_paper(v, digits: int = 2) -> str:
 
 
 def compare(name_a: str, a: list[float], name_b: str, b: list[float], what: str,
-            unit: str = "points") -> tuple[str, str]:
+            unit: str = "points", digits: int = 2) -> tuple[str, str]:
     """Is mean(b) > mean(a)? Returns ("yes" | "on average" | "no", text with the paired per-seed
-    difference, mean ± std, and how many seeds agree)."""
+    difference, mean ± std (``digits`` decimals), and how many seeds agree)."""
     d = [y - x for x, y in zip(a, b)]
     m, s = mean_std(d)
     wins = sum(x > 0 for x in d)
     holds = ("yes" if wins == len(d) else "on average") if m > 0 else "no"
-    spread = f" ± {s:.2f}" if not math.isnan(s) else ""
-    return holds, (f"{name_b} − {name_a} = {m:+.2f}{spread} {unit} {what} "
+    spread = f" ± {s:.{digits}f}" if not math.isnan(s) else ""
+    return holds, (f"{name_b} − {name_a} = {m:+.{digits}f}{spread} {unit + ' ' if unit else ''}{what} "
                    f"({wins}/{len(d)} seeds positive)")
 
 

@@ -115,23 +115,26 @@ def group_accuracy(y_true, y_pred, group, train_group_counts=None) -> dict[str, 
     ----------
     y_true, y_pred : array-like of int, shape (n,)
     group : array-like of int, shape (n,)
-        Group id of each sample (e.g. Waterbirds: ``2 * label + background``).
+        Group id of each sample (e.g. Waterbirds: the class x place cell ``2 * label + place``).
     train_group_counts : array-like or mapping, optional
         Training size of each group (indexed by group id). When given, ``weighted_mean``
-        weights each group's accuracy by its share of the *training* set (the Waterbirds /
-        DFR convention for "mean accuracy").
+        weights each group's accuracy by its share of the *training* set.
 
     Returns
     -------
     dict
-        ``worst``: minimum group accuracy; ``mean``: unweighted mean over groups;
-        ``weighted_mean`` (only with counts): training-size-weighted mean.
+        ``worst``: minimum group accuracy; ``mean``: accuracy over all samples (what the
+        Waterbirds papers report as "mean accuracy": ``mean_accuracy = all_correct /
+        all_total`` in ``get_results`` of the DFR code, PolinaKirichenko/deep_feature_reweighting
+        ``utils.py``, and of group_DRO); ``unweighted_mean``: mean of the group accuracies;
+        ``weighted_mean`` (only with counts): group accuracies weighted by training share.
     """
     per = per_group_accuracy(y_true, y_pred, group)
     if not per:
         raise ValueError("no samples")
     accs = np.array(list(per.values()))
-    out = {"worst": float(accs.min()), "mean": float(accs.mean())}
+    out = {"worst": float(accs.min()), "mean": top1_accuracy(y_true, y_pred),
+           "unweighted_mean": float(accs.mean())}
     if train_group_counts is not None:
         if isinstance(train_group_counts, Mapping):
             lookup = {int(k): float(v) for k, v in train_group_counts.items()}

@@ -232,8 +232,7 @@ class PromptBuilder:
         if source == "group":
             if cell.group < 0 or not cell.group_name:
                 raise SynaugError(f"prompt placeholder {{{name}}} needs a group, but cell {cell.key} has none")
-            # "<class>/<attribute>" group names (Waterbirds' "landbird/water") name only the attribute
-            return display_name(cell.group_name.rsplit("/", 1)[-1])
+            return display_name(cell.group_name)
         if source == "modifier":
             mods = (self.modifiers or {}).get(cell.class_name)
             if not mods:

@@ -109,3 +109,28 @@ def line_plot(x: Sequence[float], ys: dict[str, tuple[Sequence[float], Sequence[
     ax.set_title(title)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def cell_accuracy(groups: Sequence[str], classes: Sequence[str], acc: dict[str, np.ndarray], path: Path,
+                  title: str = "test accuracy per (group, class) cell") -> Path:
+    """Bars of accuracy per (group, class) cell for each named model: ``acc[name]`` has shape
+    (G, C) (nan where a cell has no test rows); one cluster per group, one bar per class x model."""
+    names = list(acc)
+    G, C = len(groups), len(classes)
+    k = max(C * len(names), 1)
+    w = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * G * k + 2), 3.6))
+    x = np.arange(G)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        a = np.asarray(acc[name], dtype=float)
+        for c in range(C):
+            j = i * C + c
+            ax.bar(x + (j - (k - 1) / 2) * w, 100 * a[:, c], w, color=colours[c % len(colours)],
+                   alpha=1.0 - 0.45 * i / max(len(names) - 1, 1), label=f"{classes[c]} ({name})")
+    ax.set_xticks(x, list(groups))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=min(len(names), 3))
+    return _save(fig, path)

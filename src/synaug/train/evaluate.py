@@ -62,9 +62,59 @@ def real_train_counts(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cell_ids(labels: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
-    """Class x group cell id ``label * G + group`` (the Waterbirds "group")."""
+    """Class x group cell id ``label * G + group`` (e.g. Waterbirds' landbird/water cell)."""
     G = max(num_groups, 1)
     return labels * G + np.clip(groups, 0, None)
+
+
+GROUP_ACCURACY_DEFINITIONS = {
+    "worst": "lowest accuracy over the class x group cells of the test rows",
+    "mean": "accuracy over all test rows with a group (plain test accuracy: the Waterbirds 'mean' of the "
+            "DFR and group_DRO code)",
+    "unweighted_mean": "mean of the class x group cell accuracies (each cell counts once)",
+    "weighted_mean": "class x group cell accuracies weighted by the real training cell counts",
+}
+
+
+def fairness_block(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, classes: list[str],
+                   group_names: list[str], train_cell_counts=None, counts_source: str = "given") -> dict:
+    """Fairness gaps over the sensitive attribute ``group`` only (never over class x group cells),
+    each with its definition, and the headline DP / EO / ED of :data:`synaug.metrics.HEADLINE_SET`.
+
+    Two classes: every gap of :func:`synaug.metrics.fairness_metrics` (class 1 = positive);
+    ``demographic_parity_population`` takes each group's class shares from
+    ``train_cell_counts`` (C x G), or from the evaluated rows for a group without training rows.
+    More classes: Jung et al.'s class-wise accuracy gap (mean and max over classes).
+    """
+    C = len(classes)
+    out: dict = {"over": f"group ({', '.join(group_names)})"}
+    if C == 2:
+        shares = {int(k): (float(((groups == k) & (y_true == 0)).sum()), float(((groups == k) & (y_true == 1)).sum()))
+                  for k in np.unique(groups)}
+        src = "test rows"
+        if train_cell_counts is not None:
+            cc = np.asarray(train_cell_counts, dtype=float).reshape(C, -1)
+            for k in shares:
+                if k < cc.shape[1] and cc[:, k].sum() > 0:
+                    shares[k] = (float(cc[0, k]), float(cc[1, k]))
+            src = f"training cell counts ({counts_source})"
+        vals = M.fairness_metrics(y_true, y_pred, groups, shares)
+        out.update(vals)
+        out["positive_class"] = classes[1]
+        out["population_shares"] = {group_names[k]: [v[0] / max(sum(v), 1e-12), v[1] / max(sum(v), 1e-12)]
+                                    for k, v in shares.items()}
+        out["population_shares_from"] = src
+        hs = M.DEFINITION_SETS[M.HEADLINE_SET]
+        out["headline"] = {"set": M.HEADLINE_SET, "label": hs["label"],
+                           **{k: vals[hs[k]] for k in ("DP", "EO", "ED")},
+                           "keys": {k: hs[k] for k in ("DP", "EO", "ED")}}
+        out["sets"] = {name: {k: vals[d[k]] for k in ("DP", "EO", "ED")} for name, d in M.DEFINITION_SETS.items()}
+    else:
+        vals = {"class_accuracy_gap_mean": M.class_accuracy_gap(y_true, y_pred, groups, "mean"),
+                "class_accuracy_gap_max": M.class_accuracy_gap(y_true, y_pred, groups, "max")}
+        out.update(vals)
+    out["definitions"] = {k: M.DEFINITIONS[k] for k in vals}
+    return out
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, classes: list[str],
@@ -94,18 +144,17 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, 
         ga = M.group_accuracy(y_true[keep], y_pred[keep], cells[keep], counts_arg)
         per = M.per_group_accuracy(y_true[keep], y_pred[keep], cells[keep])
         ga["per_group"] = {f"{classes[k // G]}/{group_names[k % G]}": v for k, v in per.items()}
-        ga["groups"] = "class x group"
+        ga["groups"] = "class x group cells, named <class>/<group>"
+        ga["definitions"] = dict(GROUP_ACCURACY_DEFINITIONS)
         if counts_arg is not None:
             ga["weighted_by"] = f"training cell counts ({counts_source})"
+        else:
+            ga["definitions"].pop("weighted_mean")
         out["group_accuracy"] = ga
         per_attr = M.per_group_accuracy(y_true[keep], y_pred[keep], groups[keep])
         out["attribute_accuracy"] = {group_names[k]: v for k, v in per_attr.items()}
-        if C == 2:
-            out["fairness"] = {
-                "demographic_parity": M.demographic_parity(y_pred[keep], groups[keep]),
-                "equal_opportunity": M.equal_opportunity(y_true[keep], y_pred[keep], groups[keep]),
-                "equalized_odds": M.equalized_odds(y_true[keep], y_pred[keep], groups[keep]),
-                "positive_class": classes[1]}
+        out["fairness"] = fairness_block(y_true[keep], y_pred[keep], groups[keep], classes, group_names,
+                                         train_cell_counts, counts_source)
     return out
 
 
