@@ -124,6 +124,25 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path, variant
     assert full.best_epoch == resumed.best_epoch
 
 
+def test_weight_balancing_resumes_inside_stage_2_with_its_threshold(data, tmp_path):
+    cfg = cfg_for(data, epochs=1, algorithm={"name": "weight_balancing", "weight_balancing": {"stage2_epochs": 3}})
+    train_model(data["train"], None, cfg, tmp_path / "full")
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        if row["epoch"] == 1:   # after the first stage-2 epoch: the threshold must come from the checkpoint
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(data["train"], None, cfg, tmp_path / "cut", callbacks=[kill])
+    train_model(data["train"], None, cfg, tmp_path / "cut")
+    a, b = _weights(tmp_path / "full" / "epoch_0003.safetensors"), _weights(tmp_path / "cut" / "epoch_0003.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_resume_refuses_a_changed_config(data, tmp_path):
     train_model(data["train"], None, cfg_for(data, epochs=1), tmp_path)
     with pytest.raises(SynaugError, match="different config"):
