@@ -26,8 +26,8 @@ from .cifar_lt import REUSE, lt_specs, setup  # noqa: F401  (REUSE, setup: read 
 from .common import Context, cached_json, fmt, mean_std
 
 TITLE = "Step 3 — last-layer fine-tuning: subset size, epochs and learning rate (validation sweep)"
-GRID = {"small": {"per_cell": [None, 5, 10, 20], "epochs": [10, 30, 120], "lr": [0.001, 0.01, 0.1]},
-        "tiny": {"per_cell": [None, 2], "epochs": [2], "lr": [0.01, 0.1]}}
+GRID = {"small": {"per_cell": [None, 5, 10, 20], "epochs": [10, 30, 120], "lr": [0.001, 0.01, 0.1], "draws": 3},
+        "tiny": {"per_cell": [None, 2], "epochs": [2], "lr": [0.01, 0.1], "draws": 1}}
 BASE_RUN = "synaug"
 METRIC = "mean_class"
 
@@ -61,7 +61,8 @@ def _val_score(model, val, cfg) -> dict:
 
 
 def sweep(run_dir: Path, grid: dict, base_ft: dict, seed: int) -> dict:
-    """Fine-tune the head of ``run_dir``'s trained model at every grid point; validation scores."""
+    """Fine-tune the head of ``run_dir``'s trained model at every grid point, ``grid["draws"]``
+    times with different subset draws (seeds ``1000 * seed + k``); mean validation scores."""
     from ..manifest import Manifest
     from ..train import FinetuneConfig, finetune_last_layer, load_checkpoint
 
@@ -70,12 +71,16 @@ def sweep(run_dir: Path, grid: dict, base_ft: dict, seed: int) -> dict:
     model = load_checkpoint(run_dir / "train" / "model.safetensors")
     base = FinetuneConfig.model_validate({**base_ft, "seed": seed, "progress": False})
     out = {"before": _val_score(copy.deepcopy(model), val, base), "points": []}
+    draws = int(grid.get("draws", 1))
     for per_cell, epochs, lr in grid_points(grid):
-        cfg = base.model_copy(update={"per_cell": per_cell, "epochs": epochs, "lr": lr})
-        tuned = finetune_last_layer(copy.deepcopy(model), m, cfg, val_manifest=val)
-        rec = tuned.meta["finetune"]
-        out["points"].append({"per_cell": per_cell, "epochs": epochs, "lr": lr,
-                              "subset": int(sum(rec["subset"]["cells"].values())), **rec["val"]})
+        recs = []
+        for k in range(draws):
+            cfg = base.model_copy(update={"per_cell": per_cell, "epochs": epochs, "lr": lr, "seed": 1000 * seed + k})
+            recs.append(finetune_last_layer(copy.deepcopy(model), m, cfg, val_manifest=val).meta["finetune"])
+        out["points"].append({"per_cell": per_cell, "epochs": epochs, "lr": lr, "draws": draws,
+                              "subset": int(sum(recs[0]["subset"]["cells"].values())),
+                              **{k: float(np.mean([r["val"][k] for r in recs]))
+                                 for k in ("top1", "mean_class", "worst_group")}})
     return out
 
 
@@ -109,7 +114,8 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
     md = [f"The paper gives no size, epochs or learning rate for SYNAuG's last-layer step. This sweep fine-tunes the "
           f"head of the trained SYNAuG model of the CIFAR-10-LT runs (run `{BASE_RUN}`: SD 1.4 images + Mixup) on "
           "class-balanced subsets of the REAL training images and scores each point by **validation** mean-class "
-          f"accuracy (%; {len(results)} seed(s), mean ± std). The test split is never read. Other settings as in the "
+          f"accuracy (%; averaged over {grid.get('draws', 1)} subset draws per trained model; {len(results)} seed(s), "
+          "mean ± std over seeds). The test split is never read. Other settings as in the "
           f"runs: momentum {default.momentum}, weight decay {default.weight_decay}, batch {default.batch_size}, "
           f"{default.schedule} schedule. Before the last-layer step: {fmt(before)}.", "",
           "| images per class | epochs | " + " | ".join(f"lr {lr:g}" for lr in grid["lr"]) + " |",
