@@ -141,7 +141,9 @@ def test_one_meaning_of_retrain():
     assert wb.mode == "dfr" and wb.dfr_data == "val" and wb.dfr_draws == 20
 
 
+@pytest.mark.slow
 def test_table4_and_step3_run_at_tiny_scale(tmp_path):
+    """Both experiment modules end to end at the tiny scale (1 epoch, a few hundred images)."""
     from synaug.experiments import experiment, run_specs
     from synaug.experiments.common import Context, Runner
 

@@ -39,7 +39,7 @@ REUSE = {"t4_synaug": "t4_synaug_retrain"}
 SD_NOTE = ("Stable Diffusion 1.4 images of airplanes and automobiles (CIFAKE, ../shared/data/cifake/sd14.tar) with "
            "the minority border painted on (dataset shared-sd14-spurious)")
 _TINY = {"data": {"options": {"train_per_class": 100, "val_per_cell": 20, "test_per_cell": 20}},
-         "generate": {"pool": {"options": {"per_class": 400}}},
+         "generate": {"pool": {"options": {"per_class": 200}}},
          "train": {**TINY_TRAIN, "eval_every": 1}, "finetune": TINY_FINETUNE}
 
 
