@@ -209,7 +209,9 @@ class FinetuneConfig(Strict):
       training features; the final head averages the coefficients of ``dfr_repeats`` (20)
       balanced draws of the whole validation split. ``dfr_data: train`` is the earlier
       synaug behaviour (balanced draws of the real TRAINING rows, scaler fit on the first
-      draw, C scored on all of val, 10 draws).
+      draw, C scored on all of val, 10 draws). DFR^Tr_Val balances by ``balance_by`` (``cell`` =
+      the reference's class x place groups) with the smallest group's count; ``per_cell`` and the
+      SGD settings below do not apply to it.
 
     The SGD step's size is not given by the paper: ``per_cell`` (images per class / cell),
     ``epochs``, ``lr``, ``weight_decay``, ``batch_size``, ``schedule`` are exposed; the defaults
