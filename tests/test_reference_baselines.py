@@ -103,13 +103,15 @@ def _spurious_features(seed=0):
     def draw(counts):
         g = np.concatenate([np.full(n, k) for k, n in enumerate(counts)])
         yy, place = g // 2, g % 2
-        x = rng.normal(0, 1, (len(g), 6)) + np.outer(yy, [1.2, 0, 0.3, 0, 0, 0]) + np.outer(place, [0, 2.0, 0, 0, 0.5, 0])
+        x = (rng.normal(0, 1, (len(g), 6)) + np.outer(yy, [1.2, 0, 0.3, 0, 0, 0])
+             + np.outer(place, [0, 2.0, 0, 0, 0.5, 0]))
         return x.astype(np.float32), yy, g
 
     xt, yt, gt = draw([150, 8, 7, 60])          # training: 95 % majority groups
     xv, yv, gv = draw([40, 12, 11, 30])         # validation
     xs, ys, gs = draw([30, 30, 30, 30])         # test
-    return {"train": xt, "val": xv, "test": xs}, {"train": yt, "val": yv, "test": ys}, {"train": gt, "val": gv, "test": gs}
+    return ({"train": xt, "val": xv, "test": xs}, {"train": yt, "val": yv, "test": ys},
+            {"train": gt, "val": gv, "test": gs})
 
 
 @pytest.mark.parametrize("seed", [0, 7])
@@ -363,8 +365,8 @@ def test_group_dro_samples_groups_like_reweight_groups():
     draws = np.concatenate([epoch_order(len(labels), torch.Generator().manual_seed(s), w).numpy() for s in range(40)])
     share = np.bincount(group_array.numpy()[draws], minlength=4) / len(draws)
     assert np.abs(share - 0.25).max() < 0.03
-    off = build_algorithm(AlgorithmConfig.model_validate({"name": "group_dro", "group_dro": {"reweight_groups": False}}),
-                          info, torch.device("cpu"))
+    off_cfg = AlgorithmConfig.model_validate({"name": "group_dro", "group_dro": {"reweight_groups": False}})
+    off = build_algorithm(off_cfg, info, torch.device("cpu"))
     assert off.sample_weights() is None
 
 

@@ -92,10 +92,10 @@ def test_spurious_plan_fills_the_minority_cells_with_sd_images_of_the_minority_a
     assert need == {("airplane", "red"): 0, ("airplane", "blue"): 36, ("automobile", "red"): 36,
                     ("automobile", "blue"): 0}
     # a pool too small for the plan says so in one line
+    small = GenerateConfig(backend="pool", pool={"dataset": "shared-sd14-spurious",
+                                                 "options": {"per_class": 30, "cache": str(tmp_path / "p")}})
     with pytest.raises(SynaugError, match="cannot fill class 'airplane', group 'blue'"):
-        generate(plan, GenerateConfig(backend="pool", pool={"dataset": "shared-sd14-spurious",
-                                                            "options": {"per_class": 30, "cache": str(tmp_path / "p")}}),
-                 tmp_path / "small", progress=False)
+        generate(plan, small, tmp_path / "small", progress=False)
     cfg = GenerateConfig(backend="pool", pool={"dataset": "shared-sd14-spurious",
                                                "options": {"per_class": 200, "cache": str(tmp_path / "p2")}})
     syn = generate(plan, cfg, tmp_path / "syn", progress=False)
@@ -156,7 +156,8 @@ def test_table4_and_step3_run_at_tiny_scale(tmp_path):
     text = "\n".join(md)
     assert "PROXY of Waterbirds" in text and "| DFR^Tr_Val (on the ERM model) |" in text
     assert "73.7 ± 3.04" in text and "Stable Diffusion 1.4 (CIFAKE), border painted by synaug" in text
-    assert len(re.findall(r"\*\*(holds here|does NOT hold here|holds on average, but not in every seed)\*\*", text)) == 7
+    verdicts = re.findall(r"\*\*(holds here|does NOT hold here|holds on average, but not in every seed)\*\*", text)
+    assert len(verdicts) == 7
     d = tmp_path / "runs" / "tiny" / "seed0"
     # SYNAuG re-train and fine-tune share one trained model; the ERM run used DFR^Tr_Val on validation rows
     assert (d / "t4_synaug" / "train" / "model.safetensors").read_bytes() == \

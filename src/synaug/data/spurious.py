@@ -65,11 +65,13 @@ def _check_classes(classes) -> list[str]:
         raise SynaugError(f"spurious benchmark: classes must be two different CIFAR-10 classes, got {classes}")
     bad = [c for c in classes if c not in CIFAR10_CLASSES]
     if bad:
-        raise SynaugError(f"spurious benchmark: unknown CIFAR-10 class {bad[0]!r} (known: {', '.join(CIFAR10_CLASSES)})")
+        raise SynaugError(f"spurious benchmark: unknown CIFAR-10 class {bad[0]!r} "
+                          f"(known: {', '.join(CIFAR10_CLASSES)})")
     return classes
 
 
-def _render_once(name: str, options: dict, cache: str | Path | None, build: Callable[[Path], list[dict]]) -> tuple[Path, list[dict]]:
+def _render_once(name: str, options: dict, cache: str | Path | None,
+                 build: Callable[[Path], list[dict]]) -> tuple[Path, list[dict]]:
     """Render a dataset once per ``options`` into the cache; returns (folder, rows)."""
     key = hashlib.sha256(json.dumps({"v": _VERSION, **options}, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(cache) if cache else cache_dir() / f"{name}-{key}"
@@ -94,7 +96,7 @@ def _render_once(name: str, options: dict, cache: str | Path | None, build: Call
         raise SynaugError(f"damaged rendered dataset {out} ({type(e).__name__}); delete the folder") from None
 
 
-def _paint_files(src: Path, jobs: list[tuple[Path, Path, str]], width: int) -> None:
+def _paint_files(jobs: list[tuple[Path, Path, str]], width: int) -> None:
     """Paint ``(source file, target file, attribute)`` jobs (PNG out, two threads)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -175,7 +177,7 @@ def shared_cifar10_spurious(root: str | Path | None = None, classes: Sequence[st
                 rel = f"test/{cls}/{ATTRIBUTES[g]}/{Path(tfiles[i]).stem}.png"
                 jobs.append((src / "test" / cls / tfiles[i], tmp / rel, ATTRIBUTES[g]))
                 rows.append({"path": rel, "label": label, "group": g, "split": "test"})
-        _paint_files(src, jobs, border)
+        _paint_files(jobs, border)
         return rows
 
     folder, rows = _render_once("cifar10-spurious", opts, cache, build)
@@ -214,7 +216,7 @@ def shared_sd14_spurious(root: str | Path | None = None, classes: Sequence[str] 
                 jobs.append((src / "sd14" / cls / files[i], tmp / rel, ATTRIBUTES[g]))
                 rows.append({"path": rel, "label": label, "group": g, "split": "train", "source": "synthetic",
                              "generator": SD_SPURIOUS_GENERATOR, "cifake_file": f"sd14/{cls}/{files[i]}"})
-        _paint_files(src, jobs, border)
+        _paint_files(jobs, border)
         return rows
 
     folder, rows = _render_once("sd14-spurious", opts, cache, build)

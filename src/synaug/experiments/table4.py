@@ -107,7 +107,8 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
            "unweighted mean over cells). Re-train = the last layer re-initialised and trained on the "
            "(class x border)-balanced real training subset (the same meaning as Table 1 (d)); DFR^Tr_Val = L1 "
            "logistic regression on group-balanced draws of the validation split (dfr_evaluate_spurious.py), a "
-           "method of its own. Synthetic rows: " + ", ".join(sorted(g for g in generators if g != "none (real data only)"))
+           "method of its own. Synthetic rows: "
+           + ", ".join(sorted(g for g in generators if g != "none (real data only)"))
            + ".", ""]
     checks = [
         ("SYNAuG improves the BaseModel's worst-group accuracy (paper: 79.9 vs 73.7)",
