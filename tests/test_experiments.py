@@ -27,7 +27,8 @@ def test_configs_cover_the_paper():
     for prefix in ("table1", "table2", "table3a", "table3bc", "table3d", "table4", "table5", "fig2", "fig3", "fig4"):
         assert any(n.startswith(prefix) for n in names), prefix
     for cpu in ("table1-cpu", "table2-cpu", "table5-cpu", "fig2-cpu", "fig3-cpu", "table3a-utkface-cpu",
-                "table3a-erm-utkface-cpu", "table3bc-utkface-cpu", "table3d-utkface-cpu"):
+                "table3a-erm-utkface-cpu", "table3bc-utkface-cpu", "table3d-utkface-cpu", "table4-erm-cpu",
+                "table4-synaug-cpu"):
         assert cpu in names
     listed = (ROOT / "configs" / "README.md").read_text()
     assert all(f"{n}.yaml" in listed for n in names if n.endswith("-cpu")), "every CPU config is in configs/README.md"
@@ -49,7 +50,9 @@ def test_config_loads_as_run_config(path):
         if cfg.generate is not None:
             pool = cfg.generate.pool
             assert cfg.generate.backend == "pool"
-            assert pool.dataset == "shared-sd14" or pool.manifest == "heldout", path.name
+            # the SD 1.4 images (shared-sd14, or shared-sd14-spurious: the same images with the Table 4
+            # proxy's border attribute painted on) or the held-out real pool
+            assert pool.dataset in ("shared-sd14", "shared-sd14-spurious") or pool.manifest == "heldout", path.name
             if pool.manifest == "heldout":  # the held-out pool exists
                 assert cfg.data.imbalance_factor is not None or cfg.data.heldout_fraction is not None
             if cfg.data.dataset == "shared-utkface":  # every UTKFace table says what its "synthetic" faces are

@@ -102,33 +102,57 @@ def test_finetune_starts_from_the_trained_head_and_retrain_reinitialises(data):
     assert not torch.equal(rt.head.weight, rt3.head.weight)
 
 
-def test_dfr_fits_logistic_regression_with_C_chosen_on_val(data, tmp_path):
+def test_dfr_fits_on_validation_rows_with_the_scaler_of_the_training_features(data, tmp_path):
+    """DFR^Tr_Val through the last-layer API: the head is exactly :func:`dfr_tr_val` (which
+    tests/test_reference_baselines.py compares with dfr_evaluate_spurious.py) applied to the
+    frozen features of the real training rows (scaler) and of the validation rows (fit)."""
+    from synaug.train.evaluate import cell_ids
+    from synaug.train.finetune import dfr_tr_val, extract_features, real_train_rows
+    from synaug.train.loop import seed_for
+
     model = _model()
     enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     cfg = _cfg(data, mode="dfr", balance_by="cell", dfr_Cs=[1.0, 0.01], dfr_repeats=3)
+    X, _ = extract_features(model, real_train_rows(data["all"]), cfg, torch.device("cpu"))
+    Xv, yv = extract_features(model, data["val"], cfg, torch.device("cpu"))
     out = finetune_last_layer(model, data["all"], cfg, tmp_path)
-    rec = json.loads((tmp_path / "finetune.json").read_text())["dfr"]
-    assert set(rec["val_scores"]) == {"1.0", "0.01"}
-    assert rec["C"] == max([1.0, 0.01], key=lambda c: rec["val_scores"][str(c)])
-    assert rec["subset_size"] == 20 and rec["repeats"] == 3
+    rec = json.loads((tmp_path / "finetune.json").read_text())
+    d = rec["dfr"]
+    assert set(d["val_scores"]) == {"1.0", "0.01"} and d["fit_on"] == "validation rows"
+    assert d["repeats"] == 3 and d["per_group"] == 6 and d["subset_size"] == 24 and d["scaler_rows"] == 55
+    assert "fit on these validation rows" in rec["val"]["note"]
+    ref = dfr_tr_val(X.numpy(), Xv.numpy(), yv.numpy(), cell_ids(yv.numpy(), data["val"].df["group"].to_numpy(), 2),
+                     [1.0, 0.01], repeats=3, num_classes=2, seed=seed_for(0, 0xDF) % 2**32)
+    assert d["C"] == ref["C"]
     for k, v in out.encoder.state_dict().items():
         assert torch.equal(v, enc_before[k])
-    # binary DFR: class-0 logit fixed at 0, class 1 carries sklearn's decision function
+    # binary DFR: class-0 logit fixed at 0, class 1 carries the averaged decision function
     assert isinstance(out.head, torch.nn.Linear) and torch.all(out.head.weight[0] == 0)
     with torch.no_grad():
-        assert out(torch.randn(4, 3, 16, 16)).shape == (4, 2)
+        z = out.head(Xv).numpy().astype(np.float64)
+    want = ((Xv.numpy() - ref["mean"]) / ref["scale"]) @ ref["coef"].T + ref["intercept"]
+    assert np.allclose(z[:, 1] - z[:, 0], want[:, 0], atol=1e-3)
     saved = load_checkpoint(tmp_path / "model.safetensors")
     assert saved.spec["kwargs"]["head"] == "linear"
+    # 20 draws by default (the reference's num_retrains)
+    assert FinetuneConfig(mode="dfr").dfr_draws == 20 and FinetuneConfig(mode="dfr", dfr_data="train").dfr_draws == 10
 
 
-def test_dfr_head_equals_sklearn_on_standardised_features(data):
+def test_dfr_needs_validation_rows(data):
+    with pytest.raises(SynaugError, match="validation split"):
+        finetune_last_layer(_model(), data["real"], _cfg(data, mode="dfr"))
+
+
+def test_dfr_train_variant_equals_sklearn_on_standardised_features(data):
+    """The earlier synaug variant, kept as ``dfr_data: train``: draws of the real training rows,
+    scaler fit on the first draw."""
     from synaug.train.finetune import _dfr
     from synaug.train.evaluate import resolve_device
 
     model = _model()
-    cfg = _cfg(data, mode="dfr", balance_by="class", dfr_Cs=[0.5], dfr_repeats=1, dfr_penalty="l2")
+    cfg = _cfg(data, mode="dfr", dfr_data="train", balance_by="class", dfr_Cs=[0.5], dfr_repeats=1, dfr_penalty="l2")
     rec = _dfr(model, data["all"], None, cfg, resolve_device("cpu"))
-    assert rec["C"] == 0.5 and rec["select"].startswith("none")
+    assert rec["C"] == 0.5 and rec["select"].startswith("none") and rec["fit_on"] == "real training rows"
     # refit the same draw by hand and compare decision functions
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

@@ -107,7 +107,10 @@ def test_img2img_intra_and_inter(sd, tmp_path):
         guides = [gen.guide_of(it) for it in items]
         for it, g in zip(items, guides):
             guide_class = Path(g).relative_to(tmp_path / "real").parts[0]
-            assert (guide_class == it.cell.class_name) == (mode == "intra")
+            if mode == "intra":
+                assert guide_class == it.cell.class_name
+            else:  # inter: any real image, regardless of the class (tests/test_reference_baselines.py)
+                assert guide_class in CLASSES
         assert guides == [gen.guide_of(it) for it in items]  # deterministic
     assert not set(made["intra"]) & set(made["inter"])  # the guide changes the image
     with pytest.raises(SynaugError, match="needs the real manifest"):

@@ -90,7 +90,7 @@ def test_full_run_keeps_test_rows_out_of_everything_but_evaluation(tmp_path, spy
     cfg = load_run_config(None, base={
         "name": "leak", "seed": 0,
         "data": {"dataset": None, "manifest": str(tmp_path / "all.parquet"), "imbalance_factor": 4,
-                 "img_max": 20, "val_per_class": 2},
+                 "img_max": 20, "val_per_class": 6},
         "plan": {"mode": "class"},
         "generate": {"backend": "pool", "resolution": 16,
                      "pool": {"manifest": "heldout", "shift": "synthetic-domain"}},
@@ -115,7 +115,8 @@ def test_full_run_keeps_test_rows_out_of_everything_but_evaluation(tmp_path, spy
     # each guarded purpose really ran, on exactly the rows it should
     assert spy.served["training"] == real_train | syn_paths
     assert spy.served["model selection"] == val_paths
-    assert spy.served["fine-tuning"] == real_train | val_paths  # DFR: real train rows + C sweep on val
+    # DFR^Tr_Val: the scaler on the real train rows, the fit and the C tuning on val
+    assert spy.served["fine-tuning"] == real_train | val_paths
     assert spy.decoded["training"] and spy.decoded["fine-tuning"] | spy.decoded["model selection"]
     # the test split is read, by evaluation only (proves the instrument sees test rows)
     assert spy.served["evaluation"] == test_paths
@@ -139,7 +140,7 @@ def mixed(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
     real = make_toy_manifest(root, [12, 8, 6], size=16, seed=0)
     syn = make_toy_manifest(root / "syn", [0, 4, 6], num_classes=3, size=16, seed=2, source="synthetic", prefix="s")
-    val = make_toy_manifest(root, [2, 2, 2], size=16, seed=3, split="val")
+    val = make_toy_manifest(root, [6, 6, 6], size=16, seed=3, split="val")
     test = make_toy_manifest(root, [3, 3, 3], size=16, seed=4, split="test")
     torch.manual_seed(0)
     model = create_model("resnet32", 3, width=4)

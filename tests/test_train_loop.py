@@ -75,16 +75,23 @@ def test_every_algorithm_trains_with_mixup_and_synthetic_rows(data, tmp_path, al
 
 
 def test_weight_balancing_stage2_freezes_encoder_and_applies_max_norm(data, tmp_path):
-    cfg = cfg_for(data, epochs=1, select_metric="top1",
-                  algorithm={"name": "weight_balancing", "weight_balancing": {"stage2_epochs": 1, "max_norm": 0.2}})
-    train_model(data["train"], None, cfg, tmp_path)
-    e0 = _weights(tmp_path / "epoch_0000.safetensors") if (tmp_path / "epoch_0000.safetensors").exists() else None
-    last = _weights(tmp_path / "epoch_0001.safetensors")
-    assert last["head.weight"].norm(dim=1).max() <= 0.2 + 1e-5
-    if e0 is not None:
-        for k in e0:
-            if k.startswith("encoder."):
-                assert torch.equal(e0[k], last[k]), k
+    from synaug.train.algorithms import cosine_stepped_first, maxnorm_threshold
+
+    cfg = cfg_for(data, epochs=1, select_metric="top1", keep_checkpoints=3,
+                  algorithm={"name": "weight_balancing", "weight_balancing": {"stage2_epochs": 2}})
+    res = train_model(data["train"], None, cfg, tmp_path)
+    e0 = _weights(tmp_path / "epoch_0000.safetensors")   # end of stage 1
+    last = _weights(tmp_path / "epoch_0002.safetensors")
+    # the relative MaxNorm threshold is fixed from the stage-1 head, then every class vector is kept inside it
+    t = maxnorm_threshold(e0["head.weight"].norm(dim=1), 0.1)
+    assert last["head.weight"].norm(dim=1).max() <= t + 1e-5
+    assert last["head.weight"].norm(dim=1).max() == pytest.approx(t, rel=1e-4)
+    for k in e0:
+        if k.startswith("encoder."):
+            assert torch.equal(e0[k], last[k]), k
+    # stage 2: lr 0.01, cosine, stepped at the start of each epoch (the reference's order)
+    assert [h["lr"] for h in res.history[1:]] == pytest.approx([cosine_stepped_first(0.01, e, 2) for e in range(2)])
+    assert res.history[1]["lr"] == pytest.approx(0.005) and res.history[2]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("variant", [
@@ -115,6 +122,25 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path, variant
         assert torch.equal(a[k], b[k]), k
     assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
     assert full.best_epoch == resumed.best_epoch
+
+
+def test_weight_balancing_resumes_inside_stage_2_with_its_threshold(data, tmp_path):
+    cfg = cfg_for(data, epochs=1, algorithm={"name": "weight_balancing", "weight_balancing": {"stage2_epochs": 3}})
+    train_model(data["train"], None, cfg, tmp_path / "full")
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        if row["epoch"] == 1:   # after the first stage-2 epoch: the threshold must come from the checkpoint
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(data["train"], None, cfg, tmp_path / "cut", callbacks=[kill])
+    train_model(data["train"], None, cfg, tmp_path / "cut")
+    a, b = _weights(tmp_path / "full" / "epoch_0003.safetensors"), _weights(tmp_path / "cut" / "epoch_0003.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_resume_refuses_a_changed_config(data, tmp_path):

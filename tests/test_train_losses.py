@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synaug.train.algorithms import DataInfo, build_algorithm, list_algorithms, max_norm_
+from synaug.train.algorithms import DataInfo, build_algorithm, list_algorithms, max_norm_, maxnorm_threshold
 from synaug.train.config import AlgorithmConfig
 from synaug.train.losses import (balanced_softmax_loss, class_balanced_weights, inverse_frequency_weights,
                                  ldam_loss, ldam_margins, log_prior)
@@ -164,25 +164,35 @@ def test_max_norm_projects_rows():
     assert w.norm(dim=1).numpy() == pytest.approx([1.0, 0.05], rel=1e-5)
 
 
-def test_weight_balancing_stage2_is_head_only_with_class_balanced_loss():
-    labels = np.array([0] * 40 + [1] * 4)
-    cfg = AlgorithmConfig.model_validate({"name": "weight_balancing",
-                                          "weight_balancing": {"stage2_epochs": 2, "max_norm": 0.5}})
+def test_weight_balancing_stage2_is_head_only_with_a_relative_max_norm():
+    # the relative threshold of LTR-weight-balancing (tests/test_reference_baselines.py compares
+    # it with MaxNorm_via_PGD); the absolute radius is the named option max_norm: absolute
+    labels = np.array([0] * 40 + [1] * 4 + [2] * 10)
+    cfg = AlgorithmConfig.model_validate({"name": "weight_balancing", "weight_balancing": {"stage2_epochs": 2}})
     algo = build_algorithm(cfg, _info(labels, epochs=5), torch.device("cpu"))
     assert algo.extra_epochs() == 2
-    z, y = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
     assert algo.loss(z, y, None, 4).item() == pytest.approx(F.cross_entropy(z, y).item())
-    assert algo.loss(z, y, None, 5).item() == pytest.approx(F.cross_entropy(z, y, weight=algo.weight).item())
+    assert algo.loss(z, y, None, 5).item() != pytest.approx(F.cross_entropy(z, y).item())
 
     class M(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.head = torch.nn.Linear(3, 2)
+            self.head = torch.nn.Linear(3, 3)
 
     m = M()
     with torch.no_grad():
-        m.head.weight.fill_(2.0)
-    algo.after_step(m, 4)
-    assert m.head.weight.norm(dim=1).max() > 1  # stage 1: untouched
-    algo.after_step(m, 5)
-    assert m.head.weight.norm(dim=1).max() <= 0.5 + 1e-5
+        m.head.weight.copy_(torch.tensor([[3.0, 0, 0], [0, 1.0, 0], [0, 0, 2.0]]))
+    algo.start_phase(m, "head")
+    assert algo.threshold == pytest.approx(1.0 + 0.1 * (3.0 - 1.0))
+    algo.after_epoch(m, 4)
+    assert m.head.weight.detach().norm(dim=1).max().item() == pytest.approx(3.0)  # stage 1: untouched
+    algo.after_epoch(m, 5)
+    assert m.head.weight.detach().norm(dim=1).tolist() == pytest.approx([1.2, 1.0, 1.2])
+    assert maxnorm_threshold(torch.tensor([0.5, 2.5]), ratio=0.5) == pytest.approx(1.5)
+    absolute = build_algorithm(AlgorithmConfig.model_validate(
+        {"name": "weight_balancing", "weight_balancing": {"max_norm": "absolute", "max_norm_radius": 0.5}}),
+        _info(labels, epochs=5), torch.device("cpu"))
+    absolute.start_phase(m, "head")
+    absolute.after_epoch(m, 5)
+    assert m.head.weight.norm(dim=1).max() <= 0.5 + 1e-6

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import SynaugError
 from ..manifest import Manifest
-from . import adapters, cifar, imagenet_lt, shared, utkface, waterbirds  # noqa: F401  (register the adapters)
+from . import adapters, cifar, imagenet_lt, shared, spurious, utkface, waterbirds  # noqa: F401  (register the adapters)
 from .longtail import long_tail_counts, make_long_tail
 from .registry import list_datasets, load_dataset, register_dataset
 

@@ -11,8 +11,8 @@ import importlib
 from types import ModuleType
 
 #: experiment name -> module name, in the order of docs/results.md
-_MODULES = {"table1": "table1", "table2": "table2", "table3": "table3", "table5": "table5", "fig2": "fig2", "fig3": "fig3",
-            "fig5": "fig5"}
+_MODULES = {"table1": "table1", "table2": "table2", "table3": "table3", "table4": "table4", "table5": "table5",
+            "fig2": "fig2", "fig3": "fig3", "fig5": "fig5", "step3": "step3"}
 ALIASES = {"probe": "fig3", "toy": "fig5", "replacement": "fig2"}
 EXPERIMENTS = tuple(_MODULES)
 

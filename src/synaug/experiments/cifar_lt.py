@@ -30,7 +30,8 @@ DESCRIPTIONS = {
     "reweight": "class-balanced re-weighting (effective number) on the long-tailed real data",
     "balanced_softmax": "balanced softmax on the long-tailed real data",
     "ldam_drw": "LDAM-DRW on the long-tailed real data",
-    "weight_balancing": "weight balancing (wd 5e-3, then a MaxNorm head stage) on the long-tailed real data",
+    "weight_balancing": ("weight balancing (wd 5e-3, then 10 head-only epochs: relative MaxNorm, class-balanced "
+                         "loss, lr 0.01 cosine, wd 0.1, as LTR-weight-balancing) on the long-tailed real data"),
     "mixup_lt": "Mixup on the long-tailed real data (no uniformization)",
     "cutmix_lt": "CutMix on the long-tailed real data (no uniformization)",
     "synaug_nomix": "uniformized with Stable Diffusion 1.4 images, no Mixup, no last-layer step (Table 1 b)",

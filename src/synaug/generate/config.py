@@ -44,8 +44,11 @@ class PoolConfig(Strict):
 class Img2ImgConfig(Strict):
     """diffusers image-to-image from a real guidance image (the paper's Table 5 baselines)."""
 
-    mode: Literal["intra", "inter"] = "intra"   # intra: same class; inter: random other class
+    mode: Literal["intra", "inter"] = "intra"   # intra: same class; inter: any real image
     strength: float = Field(0.75, gt=0.0, le=1.0)
+    # inter: the paper draws guides "regardless of the class" (any real image, the item's own
+    # class included); true = only images of other classes (the earlier synaug behaviour)
+    exclude_own_class: bool = False
     split: str = "train"                        # real rows guides are drawn from
 
 

@@ -161,13 +161,17 @@ class Txt2ImgGenerator(_DiffusersGenerator):
 class Img2ImgGenerator(_DiffusersGenerator):
     """Image-to-image from a real guidance image (paper Table 5).
 
-    ``intra``: the guide is a real image of the item's class; ``inter``: a real image of a
-    random other class. The guide is drawn from a seed derived from (run seed, cell, index).
+    ``intra``: the guide is a real image of the item's class ("class-wise guidance");
+    ``inter``: a real image drawn uniformly from all real images "regardless of the class"
+    (the paper's Inter-class Image Translation, after M2m), so it may be of the item's own
+    class; ``img2img.exclude_own_class: true`` draws only from the other classes. The guide is
+    drawn from a seed derived from (run seed, cell, index).
     """
 
     def __init__(self, pipe, cfg, plan: Plan, real: Manifest):
         mode = cfg.img2img.mode
-        super().__init__(pipe, cfg, f"img2img-{mode}:{model_label(cfg.model)}")
+        exclude = mode == "inter" and cfg.img2img.exclude_own_class
+        super().__init__(pipe, cfg, f"img2img-{mode}{'-other' if exclude else ''}:{model_label(cfg.model)}")
         df = real.df[(real.df["split"] == cfg.img2img.split) & (real.df["source"] == "real")]
         if df.empty or "real" not in real.roots:
             raise SynaugError(f"img2img: the real manifest has no real {cfg.img2img.split} images to guide with")
@@ -177,7 +181,12 @@ class Img2ImgGenerator(_DiffusersGenerator):
         for cell in plan.cells:
             if cell.synthetic == 0 or cell.class_name in self._cands:
                 continue
-            mask = names == cell.class_name if mode == "intra" else names != cell.class_name
+            if mode == "intra":
+                mask = names == cell.class_name
+            elif exclude:
+                mask = names != cell.class_name
+            else:
+                mask = np.ones(len(names), dtype=bool)
             if not mask.any():
                 raise SynaugError(f"img2img {mode}: the real manifest has no {cfg.img2img.split} image "
                                   f"{'of' if mode == 'intra' else 'outside'} class {cell.class_name!r} to guide with")

@@ -52,7 +52,8 @@ def register(sub) -> None:
                     "REAL training rows (split == 'train', source == 'real') of --manifest drawn\n"
                     "uniformly per class (balance_by: class) or class x group (balance_by: cell).\n"
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
-                    "dfr (logistic regression, C chosen on the val split).\n\n"
+                    "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"
+                    "rows, C tuned on half of val, scaler on the real training features).\n\n"
                     "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.")
     f.add_argument("--config", "-c", help="finetune config YAML")
     f.add_argument("--checkpoint", required=True, help="trained run folder or model .safetensors")
@@ -152,8 +153,8 @@ def _evaluate(args) -> int:
         source = "all train rows trained on (real + synthetic)"
     else:
         raise SynaugError("checkpoint has no training counts; pass --counts-manifest")
-    data = DataConfig(image_size=meta.get("image_size"), eval_batch_size=args.batch_size,
-                      cache_dir=args.cache_dir)
+    data = DataConfig(image_size=meta.get("image_size"), eval_resize=meta.get("eval_resize"),
+                      eval_batch_size=args.batch_size, cache_dir=args.cache_dir)
     res = evaluate(model, part, np.asarray(counts), args.out,
                    np.asarray(cells) if cells is not None and part.groups is not None else None,
                    counts_source=source, data=data, device=args.device)

@@ -61,20 +61,50 @@ class MixConfig(Strict):
 
 
 class AugmentConfig(Strict):
+    """Training augmentation. Waterbirds as DFR's ``wb_data.py:get_transform_cub`` does it:
+    ``random_resized_crop: true, rrc_scale: [0.7, 1.0], crop_padding: 0, flip: true`` (training)
+    with ``data.eval_resize: 256`` (evaluation: Resize 256 -> CenterCrop 224)."""
+
     crop_padding: int = Field(4, ge=0)    # random crop after zero padding (0 = off)
     flip: bool = True
-    random_resized_crop: bool = False     # large images (streaming path): RandomResizedCrop
+    random_resized_crop: bool = False     # large images (streaming path): RandomResizedCrop(image_size)
+    rrc_scale: tuple[float, float] = (0.08, 1.0)          # torchvision's default; DFR Waterbirds: (0.7, 1.0)
+    rrc_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = self.rrc_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError("augment.rrc_scale must satisfy 0 < min <= max <= 1")
+        if not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
+            raise ValueError("augment.rrc_ratio must satisfy 0 < min <= max")
+        return self
 
 
 class DataConfig(Strict):
     mode: Literal["auto", "memory", "stream"] = "auto"  # memory: decoded uint8 tensor; stream: DataLoader
+    #                                                     (auto picks stream when eval_resize is set)
     image_size: Optional[int] = Field(None, ge=8)       # resize to a square of this size (default: as stored)
+    # evaluation / feature extraction: Resize to eval_resize x eval_resize, then CenterCrop(image_size)
+    # (DFR's wb_data.py: 256 -> 224). None: resize straight to image_size. Needs the streaming path.
+    eval_resize: Optional[int] = Field(None, ge=8)
     memory_limit_mb: int = Field(4096, ge=1)            # auto picks memory below this
     cache_dir: Optional[str] = None                     # default: $SYNAUG_CACHE/tensors
     num_workers: int = Field(2, ge=0)                   # streaming path / decoding threads
     eval_batch_size: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.eval_resize is not None:
+            if self.image_size is None:
+                raise ValueError("data.eval_resize needs data.image_size (the centre crop's size)")
+            if self.eval_resize < self.image_size:
+                raise ValueError("data.eval_resize must be at least data.image_size")
+            if self.mode == "memory":
+                raise ValueError("data.eval_resize needs the streaming path (data.mode: stream or auto)")
+        return self
 
 
 class ResampleConfig(Strict):
@@ -94,19 +124,38 @@ class LDAMConfig(Strict):
 
 
 class GroupDROConfig(Strict):
-    eta: float = Field(0.01, gt=0)     # step size of the group weights
+    """Online Group DRO as ``kohpangwei/group_DRO`` trains it (``--robust --reweight_groups``)."""
+
+    eta: float = Field(0.01, gt=0)     # step size of the group weights (--robust_step_size)
     by: Literal["cell", "class", "group"] = "cell"
     adjustment: float = Field(0.0, ge=0)  # generalization adjustment C / sqrt(n_g)
+    # group-balanced sampling: rows drawn with replacement ∝ 1 / count(their DRO group)
+    # (--reweight_groups, the reference's setting); false: a plain shuffle
+    reweight_groups: bool = True
 
 
 class WeightBalancingConfig(Strict):
-    """Alshammari et al. 2022: stage 1 = CE with (high) optim.weight_decay; stage 2 =
-    head only, class-balanced CE, MaxNorm on the head's class vectors."""
+    """Alshammari et al. 2022 as ``ShadeAlsha/LTR-weight-balancing`` does it: stage 1 = CE with
+    (high) ``optim.weight_decay``; stage 2 (``demo2_second-stage-training.py``) = head only, its
+    class-balanced softmax loss (``CB_loss(..., "softmax", beta, ...)``), SGD lr 0.01 with cosine
+    annealing over the stage-2 epochs (stepped at the start of every epoch), weight decay 0.1,
+    and MaxNorm (``MaxNorm_via_PGD``): after every epoch each class vector of the head is
+    projected into a ball whose radius is fixed at the start of stage 2 as
+    ``min + max_norm_ratio * (max - min)`` of the per-class weight norms (the bias is free).
+
+    Named options: ``max_norm: absolute`` (radius ``max_norm_radius`` for every class, the
+    earlier synaug behaviour), ``project_every: step``, ``stage2_loss: weighted_ce``,
+    ``stage2_schedule: constant``."""
 
     stage2_epochs: int = Field(10, ge=0)
-    stage2_lr: float = Field(0.005, gt=0)
+    stage2_lr: float = Field(0.01, gt=0)
+    stage2_schedule: Literal["cosine", "constant"] = "cosine"
     stage2_weight_decay: float = Field(0.1, ge=0)
-    max_norm: float = Field(0.1, gt=0)
+    stage2_loss: Literal["cb_softmax", "weighted_ce"] = "cb_softmax"
+    max_norm: Literal["relative", "absolute"] = "relative"
+    max_norm_ratio: float = Field(0.1, ge=0, le=1)      # relative threshold (the reference's thresh)
+    max_norm_radius: float = Field(0.1, gt=0)           # absolute radius (max_norm: absolute)
+    project_every: Literal["epoch", "step"] = "epoch"   # the reference projects once per epoch
     beta: float = Field(0.9999, ge=0, lt=1)
 
 
@@ -144,7 +193,30 @@ class TrainConfig(Strict):
 
 
 class FinetuneConfig(Strict):
-    """Step 3 of SYNAuG: only the head g, on a class-balanced subset of the REAL train rows."""
+    """Step 3 of SYNAuG: only the head g, on frozen encoder features.
+
+    ``mode``:
+
+    * ``finetune`` (SYNAuG): start from the trained head, SGD on a class- (or cell-) balanced
+      subset of the REAL training rows;
+    * ``retrain``: the same, with the head re-initialised first (seeded). This is the one
+      meaning of "re-train" in every table (Table 1 (d), Table 4 "SYNAuG (re-train)");
+    * ``dfr``: Deep Feature Reweighting (Kirichenko et al., 2023), a method of its own. Default
+      ``dfr_data: val`` = DFR^Tr_Val as ``deep_feature_reweighting/dfr_evaluate_spurious.py``
+      does it: L1 logistic regression (liblinear) on standardised features of group-balanced
+      draws of the VALIDATION rows; C tuned on one random half of val (fit on its balanced
+      draw, scored by worst-group accuracy on the other half); the scaler fit on all real
+      training features; the final head averages the coefficients of ``dfr_repeats`` (20)
+      balanced draws of the whole validation split. ``dfr_data: train`` is the earlier
+      synaug behaviour (balanced draws of the real TRAINING rows, scaler fit on the first
+      draw, C scored on all of val, 10 draws). DFR^Tr_Val balances by ``balance_by`` (``cell`` =
+      the reference's class x place groups) with the smallest group's count; ``per_cell`` and the
+      SGD settings below do not apply to it.
+
+    The SGD step's size is not given by the paper: ``per_cell`` (images per class / cell),
+    ``epochs``, ``lr``, ``weight_decay``, ``batch_size``, ``schedule`` are exposed; the defaults
+    are justified by the validation sweep of ``synaug.experiments.step3`` (docs/results.md).
+    """
 
     mode: Literal["finetune", "retrain", "dfr"] = "finetune"
     seed: int = 0
@@ -158,12 +230,21 @@ class FinetuneConfig(Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     augment_views: int = Field(0, ge=0)  # extra augmented feature copies per image (0 = plain)
     # DFR (Kirichenko et al., 2023): logistic regression on frozen features
+    dfr_data: Literal["val", "train"] = "val"   # val: DFR^Tr_Val (reference); train: earlier synaug variant
     dfr_Cs: list[float] = Field(default_factory=lambda: [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01])
     dfr_penalty: Literal["l1", "l2"] = "l1"
-    dfr_repeats: int = Field(10, ge=1)   # average coefficients over this many balanced draws
+    dfr_repeats: Optional[int] = Field(None, ge=1)  # balanced draws averaged; default 20 (val) / 10 (train)
+    dfr_tune_repeats: int = Field(1, ge=1)          # random val halves the C score is summed over
     dfr_select: Literal["worst_group", "top1", "mean_class"] = "worst_group"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     device: str = "auto"
     channels_last: bool = True
     progress: bool = True
+
+    @property
+    def dfr_draws(self) -> int:
+        """Balanced draws DFR averages: ``dfr_repeats``, else 20 (DFR^Tr_Val) / 10 (train)."""
+        if self.dfr_repeats is not None:
+            return self.dfr_repeats
+        return 20 if self.dfr_data == "val" else 10

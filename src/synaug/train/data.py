@@ -210,6 +210,8 @@ class ImageSet:
     def _choose_mode(self) -> str:
         if self.data.mode != "auto":
             return self.data.mode
+        if self.data.eval_resize is not None:
+            return "stream"  # resize + centre crop at evaluation happen per image
         side = self.data.image_size
         if side is None:
             from PIL import Image
@@ -235,6 +237,8 @@ class ImageSet:
             yield from self._stream_batches(chunks, augment, generator)
 
     def _memory_batches(self, chunks, augment, generator) -> Iterator[Batch]:
+        if augment is not None and augment.random_resized_crop:
+            raise SynaugError("augment.random_resized_crop needs the streaming path (set data.mode: stream)")
         for idx in chunks:
             x = self.images[idx.to(self.images.device)]
             if augment is not None:
@@ -248,7 +252,7 @@ class ImageSet:
     def _stream_batches(self, chunks, augment, generator) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
-        ds = _StreamDataset(self.manifest.abspaths(), self.data.image_size, augment)
+        ds = _StreamDataset(self.manifest.abspaths(), self.data.image_size, augment, self.data.eval_resize)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         loader = DataLoader(ds, batch_sampler=[c.tolist() for c in chunks],
                             num_workers=self.data.num_workers, collate_fn=_collate,
@@ -259,50 +263,69 @@ class ImageSet:
 
 
 class _StreamDataset(torch.utils.data.Dataset):
-    """Per-sample decode + transforms in DataLoader workers (large images)."""
+    """Per-sample decode + transforms in DataLoader workers (large images).
 
-    def __init__(self, paths, size, augment: Optional[AugmentConfig]):
-        self.paths, self.size, self.augment = paths, size, augment
+    Geometric transforms run on the decoded PIL image, as torchvision's PIL transforms do in
+    the reference code bases; the result becomes a uint8 tensor. Evaluation (``augment`` None):
+    ``Resize((eval_resize, eval_resize))`` then ``CenterCrop(size)`` when ``eval_resize`` is set
+    (DFR ``wb_data.py:get_transform_cub``, ``train=False``), else a resize to ``size``.
+    Training: ``RandomResizedCrop(size, rrc_scale, rrc_ratio)`` + flip when
+    ``augment.random_resized_crop`` (``get_transform_cub``, ``train=True``), else resize,
+    random crop after ``crop_padding`` zero padding, flip.
+    """
+
+    def __init__(self, paths, size, augment: Optional[AugmentConfig], eval_resize: Optional[int] = None):
+        self.paths, self.size, self.augment, self.eval_resize = paths, size, augment, eval_resize
         self._tf = None
 
     def _transform(self):
-        from torchvision.transforms import v2
-
-        t = []
-        a = self.augment
-        if a is not None and a.random_resized_crop:
-            if self.size is None:
-                raise SynaugError("augment.random_resized_crop needs data.image_size")
-            t.append(v2.RandomResizedCrop(self.size, antialias=True))
-        else:
-            if self.size is not None:
-                t.append(v2.Resize((self.size, self.size), antialias=True))
-            if a is not None and a.crop_padding > 0:
-                t.append(v2.RandomCrop(self.size or 0, padding=a.crop_padding) if self.size else
-                         _SelfSizedCrop(a.crop_padding))
-        if a is not None and a.flip:
-            t.append(v2.RandomHorizontalFlip())
-        return v2.Compose(t) if t else _identity
+        return stream_transform(self.size, self.augment, self.eval_resize)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         from PIL import Image
-        from torchvision.transforms.v2 import functional as TF
 
         if self._tf is None:
             self._tf = self._transform()
         try:
             with Image.open(self.paths[i]) as im:
-                img = TF.pil_to_tensor(im.convert("RGB"))
+                img = im.convert("RGB")
         except FileNotFoundError:
             raise SynaugError(f"image file not found: {self.paths[i]}") from None
         return self._tf(img), i
 
 
-def _identity(img):
-    return img
+def stream_transform(size: Optional[int], augment: Optional[AugmentConfig], eval_resize: Optional[int] = None):
+    """PIL image -> uint8 ``(3, H, W)`` tensor: the streaming path's transform (see
+    :class:`_StreamDataset`)."""
+    from torchvision.transforms import v2
+
+    a = augment
+    pil: list = []   # on the PIL image
+    ten: list = []   # on the uint8 tensor
+    if a is None:
+        if eval_resize is not None:
+            if size is None:
+                raise SynaugError("data.eval_resize needs data.image_size")
+            pil += [v2.Resize((eval_resize, eval_resize)), v2.CenterCrop(size)]
+        elif size is not None:
+            pil.append(v2.Resize((size, size)))
+    elif a.random_resized_crop:
+        if size is None:
+            raise SynaugError("augment.random_resized_crop needs data.image_size")
+        pil.append(v2.RandomResizedCrop(size, scale=tuple(a.rrc_scale), ratio=tuple(a.rrc_ratio)))
+        if a.flip:
+            pil.append(v2.RandomHorizontalFlip())
+    else:
+        if size is not None:
+            pil.append(v2.Resize((size, size)))
+        if a.crop_padding > 0:
+            ten.append(v2.RandomCrop(size, padding=a.crop_padding) if size else _SelfSizedCrop(a.crop_padding))
+        if a.flip:
+            ten.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*pil, v2.PILToTensor(), *ten])
 
 
 class _SelfSizedCrop(torch.nn.Module):

@@ -192,7 +192,7 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
     dev = resolve_device(device)
     meta = getattr(model, "meta", {}) or {}
     # default to the training run's image size and normalisation (stored in the checkpoint)
-    data = data or DataConfig(image_size=meta.get("image_size"))
+    data = data or DataConfig(image_size=meta.get("image_size"), eval_resize=meta.get("eval_resize"))
     if augment is None:
         augment = (AugmentConfig(mean=tuple(meta["mean"]), std=tuple(meta["std"])) if "mean" in meta
                    else AugmentConfig())

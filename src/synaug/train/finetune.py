@@ -2,12 +2,14 @@
 
 * ``finetune``: start from the trained head, train it on frozen features;
 * ``retrain``: re-initialise the head (seeded), then train it the same way;
-* ``dfr``: Deep Feature Reweighting (Kirichenko et al., 2023) — logistic regression on
-  standardised frozen features of group-balanced draws, regularisation ``C`` chosen on the
-  validation split, coefficients averaged over draws.
+* ``dfr``: Deep Feature Reweighting (Kirichenko et al., 2023), a method of its own (never
+  called re-train): DFR^Tr_Val as ``deep_feature_reweighting/dfr_evaluate_spurious.py`` —
+  L1 logistic regression on standardised frozen features of group-balanced draws of the
+  VALIDATION rows, ``C`` tuned on one half of val and scored on the other, the scaler fit on
+  all real training features, 20 draws averaged (:func:`dfr_tr_val`).
 
-The subset always comes from ``split == "train"`` and ``source == "real"`` rows, sampled
-uniformly per class (or per class x group cell); test rows are refused.
+The finetune / retrain subset always comes from ``split == "train"`` and ``source == "real"``
+rows, sampled uniformly per class (or per class x group cell); test rows are refused.
 """
 from __future__ import annotations
 
@@ -149,21 +151,177 @@ def train_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor,
 
 
 # ---------------------------------------------------------------------- DFR
-def _logreg(C: float, penalty: str, multiclass: bool, seed: int):
+def _logreg(C: float, penalty: str, multiclass: bool, random_state, max_iter: int = 2000):
+    """Binary: liblinear (DFR's solver); multi-class: saga (liblinear is one-vs-rest only)."""
     import sklearn
     from sklearn.linear_model import LogisticRegression
 
     solver = "saga" if multiclass else "liblinear"
+    if multiclass:
+        max_iter = max(max_iter, 2000)
     ratio = 1.0 if penalty == "l1" else 0.0
     major, minor = (int(x) for x in sklearn.__version__.split(".")[:2])
     if (major, minor) >= (1, 8):
-        return LogisticRegression(C=C, l1_ratio=ratio, solver=solver, max_iter=2000, random_state=seed)
-    return LogisticRegression(C=C, penalty=penalty, solver=solver, max_iter=2000, random_state=seed)
+        return LogisticRegression(C=C, l1_ratio=ratio, solver=solver, max_iter=max_iter, random_state=random_state)
+    return LogisticRegression(C=C, penalty=penalty, solver=solver, max_iter=max_iter, random_state=random_state)
+
+
+def _fit(clf, X, y):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clf.fit(X, y)
+
+
+def _balanced_draw(g: np.ndarray, n_groups: int, rng: np.random.RandomState, where: str) -> np.ndarray:
+    """Row positions of a group-balanced draw: every group shuffled (in group order), the first
+    ``min_g`` rows of each kept, groups concatenated in order (DFR's balancing)."""
+    g_idx = [np.where(g == k)[0] for k in range(n_groups)]
+    min_g = min(len(ix) for ix in g_idx)
+    if min_g == 0:
+        k = next(k for k, ix in enumerate(g_idx) if len(ix) == 0)
+        raise SynaugError(f"DFR: {where} has no row of group {k}; add validation rows "
+                          f"(data.val_per_class) or use finetune.dfr_data: train")
+    for ix in g_idx:
+        rng.shuffle(ix)
+    return np.concatenate([ix[:min_g] for ix in g_idx])
+
+
+def dfr_tr_val(x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, g_val: np.ndarray,
+               Cs, *, penalty: str = "l1", repeats: int = 20, tune_repeats: int = 1,
+               select: str = "worst_group", num_classes: Optional[int] = None, seed: int = 0) -> dict:
+    """DFR^Tr_Val on features, as ``dfr_evaluate_spurious.py`` runs it for Waterbirds
+    (``dfr_on_validation_tune`` then ``dfr_on_validation_eval`` with ``balance_val=True``,
+    ``add_train=False``).
+
+    Tune (``tune_repeats`` times, scores summed): shuffle the validation rows, fit on a
+    group-balanced draw of the second half (scaler fit on that draw), score every ``C`` by
+    worst-group accuracy on the first half; the best ``C`` (first in ``Cs`` order on ties).
+    Fit: scaler on ALL training features; ``repeats`` group-balanced draws of the whole
+    validation split, one L1 logistic regression (liblinear) each; coefficients and
+    intercepts averaged. All randomness comes from one ``RandomState(seed)`` consumed in the
+    reference's order (its ``np.random`` calls, and liblinear's seed draw through
+    ``random_state``), so the result equals the reference run after ``np.random.seed(seed)``.
+
+    Parameters
+    ----------
+    x_train : (N, d) features of every real training row (the scaler's data only).
+    x_val, y_val, g_val : validation features, labels and groups (class x group cells).
+    Cs : the C grid (reference: 1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01).
+
+    Returns
+    -------
+    dict
+        ``coef`` (K, d) and ``intercept`` (K,) on standardised features (K = 1 when binary),
+        ``mean`` / ``scale`` of the scaler, ``C``, ``scores`` ({C: summed tuning score}),
+        ``per_group`` (rows per group in each final draw).
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    Cs = [float(c) for c in Cs]
+    if not Cs:
+        raise SynaugError("DFR needs at least one C (finetune.dfr_Cs)")
+    rng = np.random.RandomState(seed)
+    _, g = np.unique(np.asarray(g_val), return_inverse=True)  # dense group ids
+    g = g.reshape(-1)
+    n_groups = int(g.max()) + 1
+    y_val = np.asarray(y_val)
+    K = int(num_classes) if num_classes is not None else int(y_val.max()) + 1
+    multiclass = K > 2
+    scores: dict[float, float] = {}
+    for _ in range(tune_repeats):
+        n_half = len(x_val) // 2
+        idx = np.arange(len(x_val))
+        rng.shuffle(idx)
+        fit, hold = idx[n_half:], idx[:n_half]
+        sel = _balanced_draw(g[fit], n_groups, rng, "the fitting half of the validation split")
+        x_fit, y_fit = x_val[fit][sel], y_val[fit][sel]
+        scaler = StandardScaler()
+        x_fit = scaler.fit_transform(x_fit)
+        x_hold = scaler.transform(x_val[hold])
+        for c in Cs:
+            clf = _fit(_logreg(c, penalty, multiclass, rng, max_iter=100), x_fit, y_fit)
+            scores[c] = scores.get(c, 0.0) + _score(select, y_val[hold], clf.predict(x_hold), g[hold])
+    best = Cs[int(np.argmax([scores[c] for c in Cs]))]
+    scaler = StandardScaler().fit(x_train)
+    coefs, inters, per_group = [], [], 0
+    for _ in range(repeats):
+        sel = _balanced_draw(g, n_groups, rng, "the validation split")
+        rng.shuffle(np.arange(len(x_train)))  # the reference shuffles a training index it then does not use
+        per_group = len(sel) // n_groups
+        clf = _fit(_logreg(best, penalty, multiclass, rng, max_iter=100), scaler.transform(x_val[sel]), y_val[sel])
+        if len(clf.classes_) != K:
+            raise SynaugError("a DFR draw is missing a class; add validation rows")
+        coefs.append(clf.coef_)
+        inters.append(clf.intercept_)
+    return {"coef": np.mean(coefs, axis=0), "intercept": np.mean(inters, axis=0), "mean": scaler.mean_,
+            "scale": scaler.scale_, "C": best, "scores": scores, "per_group": per_group,
+            "groups": n_groups}
+
+
+def _set_linear_head(model: Classifier, coef: np.ndarray, inter: np.ndarray, mean: np.ndarray,
+                     scale: np.ndarray, device) -> None:
+    """Write a logistic regression fit on standardised features into a new linear head."""
+    coef, inter = np.asarray(coef, np.float64), np.asarray(inter, np.float64)
+    if coef.shape[0] == 1:  # sklearn's binary model scores class 1; logits (0, z) give the same softmax
+        coef = np.vstack([np.zeros_like(coef), coef])
+        inter = np.array([0.0, inter[0]])
+    # undo the standardisation: w·(x - mu)/sd + b = (w/sd)·x + (b - w·mu/sd)
+    W = coef / scale
+    b = inter - (coef * mean / scale).sum(1)
+    head = torch.nn.Linear(model.num_features, coef.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(W, dtype=torch.float32))
+        head.bias.copy_(torch.tensor(b, dtype=torch.float32))
+    model.head = head.to(device)
+    model.head_kind = "linear"
+    model.spec = {**model.spec, "kwargs": {**model.spec.get("kwargs", {}), "head": "linear"}}
 
 
 def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: FinetuneConfig,
          device) -> dict:
-    """Fit DFR and write its (de-standardised) solution into a new linear head."""
+    """DFR^Tr_Val (``dfr_data: val``, default) or the earlier training-draw variant."""
+    if cfg.dfr_data == "train":
+        return _dfr_train(model, manifest, val, cfg, device)
+    if val is None or len(val) == 0:
+        raise SynaugError("finetune.mode dfr fits the last layer on the validation split, and there is none: "
+                          "set data.val_per_class (or use finetune.dfr_data: train)")
+    pool = real_train_rows(manifest)
+    if len(pool) == 0:
+        raise SynaugError("no real training rows (split == 'train', source == 'real') for the DFR scaler")
+    X, _ = extract_features(model, pool, cfg, device)
+    Xv, yv = extract_features(model, val, cfg, device)
+    yv = yv.numpy()
+    if cfg.balance_by == "cell":
+        if val.groups is None or (val.df["group"] < 0).any():
+            raise SynaugError("balance_by: cell needs every validation row to have a group")
+        gv = cell_ids(yv, val.df["group"].to_numpy(), val.num_groups)
+    else:
+        gv = yv
+    missing = sorted(set(range(val.num_classes)) - set(yv.tolist()))
+    if missing:
+        raise SynaugError(f"class {val.classes[missing[0]]!r} has no validation row for DFR to fit on")
+    seed = seed_for(cfg.seed, 0xDF) % 2**32
+    res = dfr_tr_val(X.numpy(), Xv.numpy(), yv, gv, cfg.dfr_Cs, penalty=cfg.dfr_penalty, repeats=cfg.dfr_draws,
+                     tune_repeats=cfg.dfr_tune_repeats, select=cfg.dfr_select, num_classes=val.num_classes,
+                     seed=seed)
+    _set_linear_head(model, res["coef"], res["intercept"], res["mean"], res["scale"], device)
+    return {"variant": "DFR^Tr_Val (dfr_evaluate_spurious.py)", "fit_on": "validation rows",
+            "C": res["C"], "val_scores": {str(c): v for c, v in res["scores"].items()},
+            "select": f"{cfg.dfr_select} on the held-out half of val", "repeats": cfg.dfr_draws,
+            "tune_repeats": cfg.dfr_tune_repeats, "per_group": res["per_group"], "groups": res["groups"],
+            "balance_by": cfg.balance_by, "subset_size": int(res["per_group"] * res["groups"]),
+            "scaler_rows": int(len(X)), "seed": int(seed)}
+
+
+def _dfr_train(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: FinetuneConfig,
+               device) -> dict:
+    """The earlier synaug variant (``dfr_data: train``): group-balanced draws of the real
+    TRAINING rows, scaler fit on the first draw, C scored on all of val, coefficients of
+    the draws averaged."""
     from sklearn.preprocessing import StandardScaler
 
     pool = real_train_rows(manifest)
@@ -172,7 +330,7 @@ def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: Fi
     C_cls = manifest.num_classes
     by = cfg.balance_by
     draws = []
-    for r in range(max(cfg.dfr_repeats, 1)):
+    for r in range(cfg.dfr_draws):
         draws.append(_draw(pool, by, cfg.per_cell, seed_for(cfg.seed, r, 0xDF))[0])
     scaler = StandardScaler().fit(X[draws[0]])
     scores = {}
@@ -182,7 +340,7 @@ def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: Fi
         yv = val.df["label"].to_numpy()
         cells_v = cell_ids(yv, val.df["group"].to_numpy(), val.num_groups)
         for Cval in cfg.dfr_Cs:
-            clf = _logreg(Cval, cfg.dfr_penalty, C_cls > 2, cfg.seed).fit(scaler.transform(X[draws[0]]), y[draws[0]])
+            clf = _fit(_logreg(Cval, cfg.dfr_penalty, C_cls > 2, cfg.seed), scaler.transform(X[draws[0]]), y[draws[0]])
             pred = clf.predict(Xv)
             scores[str(Cval)] = _score(cfg.dfr_select, yv, pred, cells_v)
         best_C = float(max(cfg.dfr_Cs, key=lambda c: scores[str(c)]))
@@ -190,26 +348,14 @@ def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: Fi
         best_C = float(cfg.dfr_Cs[0])
     coefs, inters = [], []
     for idx in draws:
-        clf = _logreg(best_C, cfg.dfr_penalty, C_cls > 2, cfg.seed).fit(scaler.transform(X[idx]), y[idx])
+        clf = _fit(_logreg(best_C, cfg.dfr_penalty, C_cls > 2, cfg.seed), scaler.transform(X[idx]), y[idx])
         if list(clf.classes_) != list(range(C_cls)):
             raise SynaugError("a DFR draw is missing a class; raise per_cell or check the data")
         coefs.append(clf.coef_)
         inters.append(clf.intercept_)
-    coef, inter = np.mean(coefs, 0), np.mean(inters, 0)
-    if C_cls == 2:  # sklearn's binary model scores class 1; logits (0, z) give the same softmax
-        coef = np.vstack([np.zeros_like(coef), coef])
-        inter = np.array([0.0, inter[0]])
-    # undo the standardisation: w·(x - mu)/sd + b = (w/sd)·x + (b - w·mu/sd)
-    W = coef / scaler.scale_
-    b = inter - (coef * scaler.mean_ / scaler.scale_).sum(1)
-    head = torch.nn.Linear(model.num_features, C_cls)
-    with torch.no_grad():
-        head.weight.copy_(torch.tensor(W, dtype=torch.float32))
-        head.bias.copy_(torch.tensor(b, dtype=torch.float32))
-    model.head = head.to(device)
-    model.head_kind = "linear"
-    model.spec = {**model.spec, "kwargs": {**model.spec.get("kwargs", {}), "head": "linear"}}
-    return {"C": best_C, "val_scores": scores, "select": cfg.dfr_select if scores else "none (no val rows)",
+    _set_linear_head(model, np.mean(coefs, 0), np.mean(inters, 0), scaler.mean_, scaler.scale_, device)
+    return {"variant": "train draws (earlier synaug variant)", "fit_on": "real training rows",
+            "C": best_C, "val_scores": scores, "select": cfg.dfr_select if scores else "none (no val rows)",
             "repeats": len(draws), "subset_size": int(len(draws[0]))}
 
 
@@ -229,6 +375,8 @@ def with_training_norm(cfg: FinetuneConfig, model) -> FinetuneConfig:
     cfg = cfg.model_copy(deep=True)
     if cfg.data.image_size is None and meta.get("image_size"):
         cfg.data.image_size = meta["image_size"]
+        if cfg.data.eval_resize is None and meta.get("eval_resize"):
+            cfg.data.eval_resize = meta["eval_resize"]
     if "mean" in meta and "augment" not in cfg.model_fields_set:
         cfg.augment = cfg.augment.model_copy(update={"mean": tuple(meta["mean"]), "std": tuple(meta["std"])})
     return cfg
@@ -251,7 +399,8 @@ def finetune_last_layer(model: Classifier, manifest: Manifest, cfg: Optional[Fin
     out_dir : path, optional
         Writes ``model.safetensors``, ``finetune.json``, ``finetune_subset.parquet``, ``config.yaml``.
     val_manifest : Manifest, optional
-        Validation rows (DFR's C sweep, reported metrics). Default: ``val`` rows of ``manifest``.
+        Validation rows (DFR^Tr_Val fits and tunes on them; reported metrics). Default: the
+        ``val`` rows of ``manifest``. Test rows are refused.
     cosine_scale : float
         Logit scale used when the head is a cosine head (LDAM-DRW's ``s``).
 
@@ -297,6 +446,8 @@ def finetune_last_layer(model: Classifier, manifest: Manifest, cfg: Optional[Fin
         yv = val.df["label"].to_numpy()
         cells = cell_ids(yv, val.df["group"].to_numpy(), val.num_groups)
         record["val"] = {m: _score(m, yv, pred, cells) for m in ("top1", "mean_class", "worst_group")}
+        if cfg.mode == "dfr" and cfg.dfr_data == "val":
+            record["val"]["note"] = "DFR^Tr_Val was fit on these validation rows (optimistic)"
     model.meta = {**getattr(model, "meta", {}), "stage": "finetune", "finetune": record}
     if out_dir is not None:
         out = Path(out_dir)

@@ -197,7 +197,7 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "train_cell_counts": train_m.cell_counts().tolist(),
             "real_train_cell_counts": train_m.select(real.to_numpy()).cell_counts().tolist(),
             "algorithm": cfg.algorithm.name, "mean": list(aug.mean), "std": list(aug.std),
-            "image_size": cfg.data.image_size, "stage": "train"}
+            "image_size": cfg.data.image_size, "eval_resize": cfg.data.eval_resize, "stage": "train"}
     cfg_dump = dump(cfg)
     fingerprint = manifest_fingerprint(train_m)
 
@@ -237,11 +237,13 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             if epoch != start:
                 optimizer = _optimizer_for(model, ph, cfg, algo)
             net = _prepare(model, ph, cfg, device)
+            algo.start_phase(model, ph)
         lr = (lr_at(epoch, cfg.optim.lr, cfg.epochs, cfg.schedule) if ph == "main"
-              else algo.head_phase_optim().get("lr", cfg.optim.lr))
+              else algo.head_lr(epoch - cfg.epochs, cfg.optim.lr))
         set_lr(optimizer, lr)
         row = _train_epoch(net, model, optimizer, algo, train_set, cfg, epoch, total_epochs, ph,
                            mixer, scaler, device, rank, world)
+        algo.after_epoch(model, epoch)
         row["lr"] = lr
         row["phase"] = ph
         # model selection on the validation split (rank 0 evaluates, all ranks agree)
