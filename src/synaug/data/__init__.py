@@ -17,7 +17,9 @@ def add_source_args(p) -> None:
     g.add_argument("--manifest", help="manifest file (.parquet/.csv)")
     g.add_argument("--dataset", help=f"dataset adapter name (one of: {', '.join(list_datasets())})")
     g.add_argument("--data-root", help="folder the dataset lives in (default for shared-cifar10: ../shared/data)")
-    g.add_argument("--imbalance-factor", type=float, default=None,
+    from ..config import finite_float
+
+    g.add_argument("--imbalance-factor", type=finite_float, default=None,
                    help="long-tail the train split by this IF (LDAM-DRW convention)")
     g.add_argument("--lt-seed", type=int, default=0, help="seed of the long-tail draw")
     g.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE",

@@ -56,32 +56,59 @@ def cell_heatmap(matrix: np.ndarray, classes: Sequence[str], groups: Sequence[st
     return _save(fig, path)
 
 
+def _labels_overlap(fig, labels) -> bool:
+    """Whether any two tick labels' boxes overlap once drawn."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in labels if t.get_text()]
+    return any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+
+
+def fit_xticklabels(fig, ax) -> None:
+    """Keep x tick labels apart: horizontal when they fit, else turned upright (90 degrees)."""
+    labels = ax.get_xticklabels()
+    if _labels_overlap(fig, labels):
+        for t in labels:
+            t.set_rotation(90)
+            t.set_ha("center")
+            t.set_va("top")
+
+
 def per_class_accuracy(classes: Sequence[str], train_counts: np.ndarray, acc: dict[str, np.ndarray],
-                       path: Path) -> Path:
-    """Grouped bars of per-class accuracy for each named model, classes sorted by train count."""
+                       path: Path, show_counts: bool = True) -> Path:
+    """Grouped bars of per-class accuracy for each named model, classes sorted by train count.
+
+    ``acc[name][i]`` is the accuracy on ``classes[i]`` (NaN: no bar). Class names are never
+    drawn on top of each other (see :func:`fit_xticklabels`).
+    """
     order = np.argsort(-np.asarray(train_counts), kind="stable")
     x = np.arange(len(order))
     names = list(acc)
     w = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(order) * max(1, len(names) / 2) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, len(order) * (0.3 + 0.15 * len(names)) + 2), 3.6))
     for k, name in enumerate(names):
-        ax.bar(x + (k - (len(names) - 1) / 2) * w, 100 * np.asarray(acc[name])[order], w, label=name)
+        ax.bar(x + (k - (len(names) - 1) / 2) * w, 100 * np.asarray(acc[name], dtype=float)[order], w, label=name)
     if len(order) <= 40:
-        ax.set_xticks(x, [f"{classes[i]}\n({int(train_counts[i])})" for i in order], fontsize=7)
+        ticks = [f"{classes[i]}\n({int(train_counts[i])})" if show_counts else classes[i] for i in order]
+        ax.set_xticks(x, ticks, fontsize=7)
+        fit_xticklabels(fig, ax)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("per-class accuracy, classes sorted by real training count")
+    ax.set_title("per-class accuracy, classes sorted by real training count"
+                 + ("" if show_counts else " (first run)"))
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def sample_grid(classes: Sequence[str], real: dict[int, list[Path]], synthetic: dict[int, list[Path]],
                 path: Path, per_class: int = 4) -> Path:
-    """One row per class: ``per_class`` real images, then ``per_class`` synthetic ones."""
+    """One row per class: ``per_class`` real images, a red line, then ``per_class`` synthetic ones."""
+    from matplotlib.lines import Line2D
     from PIL import Image
 
     C = len(classes)
-    fig, axes = plt.subplots(C, 2 * per_class, figsize=(2 * per_class * 0.9, C * 0.95), squeeze=False)
+    fig, axes = plt.subplots(C, 2 * per_class, figsize=(2 * per_class * 0.9 + 0.3, C * 0.95 + 0.4),
+                             squeeze=False)
     for c in range(C):
         for j in range(2 * per_class):
             ax = axes[c][j]
@@ -94,7 +121,17 @@ def sample_grid(classes: Sequence[str], real: dict[int, list[Path]], synthetic: 
                     ax.imshow(np.asarray(im.convert("RGB")))
             if j == 0:
                 ax.set_title(classes[c], fontsize=7, loc="left")
-    fig.suptitle("left: real, right: synthetic", fontsize=9)
+    # where real ends and synthetic begins: a vertical line between the two halves, and headers
+    left, right = axes[0][per_class - 1].get_position(), axes[0][per_class].get_position()
+    bottom = axes[C - 1][0].get_position().y0
+    x = (left.x1 + right.x0) / 2
+    fig.add_artist(Line2D([x, x], [bottom, left.y1 + 0.02], transform=fig.transFigure, color="#c00000",
+                          linewidth=2, gid="real-synthetic-divider"))
+    top = left.y1 + 0.03
+    fig.text((axes[0][0].get_position().x0 + left.x1) / 2, top, "real", ha="center", va="bottom",
+             fontsize=9, fontweight="bold")
+    fig.text((right.x0 + axes[0][2 * per_class - 1].get_position().x1) / 2, top, "synthetic", ha="center",
+             va="bottom", fontsize=9, fontweight="bold", color="#c00000")
     return _save(fig, path)
 
 
