@@ -345,12 +345,13 @@ class Manifest:
 
     @classmethod
     def read(cls, path: str | os.PathLike, root: str | os.PathLike | None = None,
-             verify_files: bool = False) -> "Manifest":
+             verify_files: bool = False, root_for_plain_only: bool = False) -> "Manifest":
         """Read a manifest written by :meth:`write`, or a plain CSV/Parquet with the columns.
 
         A plain table (no synaug metadata) takes class names from ``class_name`` (or
         ``class_<label>``), group names from ``group_name``, and ``root`` (default: its folder)
-        as the root of real rows; see :meth:`_from_plain` for what may be left out.
+        as the root of real rows; see :meth:`_from_plain` for what may be left out. ``root``
+        also replaces the stored real root of a synaug manifest unless ``root_for_plain_only``.
         """
         path = Path(path)
         if not path.is_file():
@@ -376,7 +377,7 @@ class Manifest:
             raise SynaugError(f"cannot read manifest {path}: {type(e).__name__}: {e}") from None
         if meta is not None:
             roots = {k: (path.parent / v) for k, v in meta["roots"].items()}
-            if root is not None:
+            if root is not None and not root_for_plain_only:
                 roots["real"] = Path(root)
             m = cls(df, meta["classes"], roots, meta.get("groups"))
         else:
@@ -462,7 +463,8 @@ def _absolute_to_relative(paths: pd.Series, root: Path | None, table: Path) -> t
     return out, Path(root)
 
 
-def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Manifest:
+def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None,
+                  root_for_plain_only: bool = False) -> Manifest:
     """A manifest file (:meth:`Manifest.read`), or a folder read as an ImageFolder
     (``folder/<class>/<image>`` or ``folder/{train,val,test}/<class>/<image>``)."""
     if path is None or str(path) == "":
@@ -476,7 +478,7 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         return imagefolder(p)
     if not p.exists():
         raise SynaugError(f"manifest file not found: {p} (nor an image folder)")
-    return Manifest.read(p, root=root)
+    return Manifest.read(p, root=root, root_for_plain_only=root_for_plain_only)
 
 
 def _sidecar(path: Path) -> Path:
@@ -496,7 +498,8 @@ def register(sub) -> None:
                     "kept as they are: `synaug train` uses the train/val rows, `synaug evaluate` the "
                     "test rows.")
     m.add_argument("inputs", nargs="+", help="manifest files or image folders")
-    m.add_argument("--data-root", help="root of the real rows of plain-table inputs (default: each table's folder)")
+    m.add_argument("--data-root", help="root of the real rows of plain-table inputs, e.g. your CSV (default: "
+                                       "each table's folder); manifests written by synaug keep their roots")
     m.add_argument("--out", "-o", required=True, help="merged manifest (.parquet or .csv)")
     m.set_defaults(func=_cmd_merge)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -506,7 +509,8 @@ def _cmd_merge(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".parquet", ".csv"):
         raise SynaugError(f"--out must end in .parquet or .csv: {out}")
-    parts = [read_manifest(i, None if Path(i).is_dir() else args.data_root) for i in args.inputs]
+    parts = [read_manifest(i, None if Path(i).is_dir() else args.data_root, root_for_plain_only=True)
+             for i in args.inputs]
     merged = Manifest.merge(parts)
     merged.write(out)
     df = merged.df

@@ -172,13 +172,13 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
         _warn(w)
     run_dir = Path(run_dir)
     created = check_writable(run_dir, "run folder", create=True)
-    try:
-        with run_lock(run_dir):
+    with run_lock(run_dir):  # a busy folder is refused here, and left alone
+        try:
             return _run_locked(cfg, run_dir, log, check_data)
-    except BaseException:
-        if created and all(p.name == ".synaug-run.lock" for p in run_dir.iterdir()):
-            shutil.rmtree(run_dir, ignore_errors=True)  # refused before anything was written
-        raise
+        except BaseException:
+            if created and all(p.name == ".synaug-run.lock" for p in run_dir.iterdir()):
+                shutil.rmtree(run_dir, ignore_errors=True)  # refused before anything was written
+            raise
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, log, check_data) -> dict:

@@ -19,7 +19,7 @@ def _overrides(items) -> dict:
 def _read_manifest(path: str, root: str | None = None):
     from ..manifest import read_manifest
 
-    return read_manifest(path, root=None if Path(path).is_dir() else root)
+    return read_manifest(path, root=None if Path(path).is_dir() else root, root_for_plain_only=True)
 
 
 def _read_manifests(paths: list[str], root: str | None = None):

@@ -145,8 +145,9 @@ def resume_decision(last: dict, cfg: TrainConfig, fingerprint: str) -> tuple[str
 def _check_resume(last: dict, cfg: TrainConfig, fingerprint: str, out_dir: Path) -> str:
     action, reason = resume_decision(last, cfg, fingerprint)
     if action == "restart":
-        what = "a different training manifest" if reason == "the training rows differ" else f"a different config ({reason})"
-        raise SynaugError(f"{out_dir} holds a run on {what}; use another --out "
+        what = "on a different training manifest" if reason == "the training rows differ" else \
+            f"with a different config ({reason})"
+        raise SynaugError(f"{out_dir} holds a run {what}; use another --out "
                           f"or start over with --no-resume")
     return action
 
