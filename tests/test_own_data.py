@@ -35,11 +35,25 @@ TRAIN = {"epochs": 1, "batch_size": 16, "model": {"name": "resnet32", "width": 4
          "schedule": {"warmup_epochs": 0, "milestones": [], "factors": []}}
 
 
-def synaug(*args, cwd=None, env=None):
+def synaug(*args, cwd=None):
     """``synaug ARGS`` as a subprocess (stdout/stderr piped, as when output goes to a file)."""
-    e = dict(os.environ, **(env or {}))
-    return subprocess.run([str(SYNAUG), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env=e)
+    return subprocess.run([str(SYNAUG), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def cli(*args, cwd=None):
+    """``synaug ARGS`` in-process through ``synaug.cli.main`` (same code as the entry point,
+    without the 2-3 s of a fresh interpreter); returns what :func:`synaug` returns."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            contextlib.chdir(cwd or os.getcwd()):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as e:  # argparse usage errors
+            rc = e.code
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def one_line(stderr: str) -> str:
@@ -134,11 +148,11 @@ def test_summary_table_is_whole_when_piped(csv_run):
 
 def test_relative_data_root_is_resolved_against_the_config_folder(ws, tmp_path):
     # the same relative root from the command line (--set) is the working directory's
-    r = synaug("run", ws / "cfgs" / "csv.yaml", "--out", tmp_path / "o", "--set", "data.root=photos",
+    r = cli("run", ws / "cfgs" / "csv.yaml", "--out", tmp_path / "o", "--set", "data.root=photos",
                "--set", "generate=null", "--set", "finetune=null", cwd=ws)
     assert r.returncode == 0, r.stderr[-2000:]
     assert Manifest.read(tmp_path / "o" / "data" / "real.parquet").roots["real"].resolve() == (ws / "photos").resolve()
-    r = synaug("run", ws / "cfgs" / "csv.yaml", "--out", tmp_path / "o2", "--set", "data.root=photos", cwd="/")
+    r = cli("run", ws / "cfgs" / "csv.yaml", "--out", tmp_path / "o2", "--set", "data.root=photos", cwd="/")
     assert r.returncode == 2 and "data.root: folder not found: photos" in one_line(r.stderr)
     assert not (tmp_path / "o2").exists()
 
@@ -147,11 +161,11 @@ def test_run_on_a_flat_image_folder_needs_and_takes_a_test_fraction(ws, tmp_path
     cfg = {"name": "flat", "data": {"dataset": "imagefolder", "root": str(ws / "flat")}, "plan": None,
            "train": {**TRAIN, "algorithm": {"name": "ldam_drw"}}}
     p = write_cfg(tmp_path / "flat.yaml", cfg)
-    r = synaug("run", p, "--out", tmp_path / "no-test")
+    r = cli("run", p, "--out", tmp_path / "no-test")
     assert r.returncode == 2
     assert "no test rows" in one_line(r.stderr) and "data.test_fraction" in r.stderr
     assert not (tmp_path / "no-test").exists()          # refused before anything was written
-    r = synaug("run", p, "--out", tmp_path / "ok", "--set", "data.test_fraction=0.3")
+    r = cli("run", p, "--out", tmp_path / "ok", "--set", "data.test_fraction=0.3")
     assert r.returncode == 0, r.stderr[-2000:]
     real = Manifest.read(tmp_path / "ok" / "data" / "real.parquet")
     n = (TRAIN_COUNTS + np.full(10, TEST_PER_CLASS))
@@ -166,7 +180,7 @@ def test_run_on_an_image_folder_with_split_folders(ws, tmp_path):
                                         "plan": None, "train": TRAIN})
     # relative data.root next to the config file
     (tmp_path / "photos").symlink_to(ws / "photos", target_is_directory=True)
-    r = synaug("run", p, "--out", tmp_path / "o", cwd="/")
+    r = cli("run", p, "--out", tmp_path / "o", cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
     real = Manifest.read(tmp_path / "o" / "data" / "real.parquet")
     assert real.class_counts("train").tolist() == TRAIN_COUNTS
@@ -253,10 +267,10 @@ def test_run_on_an_image_folder_with_generated_images(ws, tiny_sd, tmp_path):
 def steps(ws, tmp_path_factory):
     """A plan from photos.csv and the pool's synthetic.parquet (`synaug generate`)."""
     d = tmp_path_factory.mktemp("steps")
-    r = synaug("plan", "--manifest", ws / "photos.csv", "--data-root", ws / "photos", "--out", d / "plan.json")
+    r = cli("plan", "--manifest", ws / "photos.csv", "--data-root", ws / "photos", "--out", d / "plan.json")
     assert r.returncode == 0, r.stderr
     write_cfg(d / "gen.yaml", {"backend": "pool", "resolution": 16, "pool": {"manifest": str(ws / "pool")}})
-    r = synaug("generate", "--plan", d / "plan.json", "--config", d / "gen.yaml", "--out", d / "synthetic",
+    r = cli("generate", "--plan", d / "plan.json", "--config", d / "gen.yaml", "--out", d / "synthetic",
                "--no-progress")
     assert r.returncode == 0, r.stderr
     write_cfg(d / "train.yaml", TRAIN)
@@ -271,19 +285,19 @@ def test_train_on_repeated_train_manifests_and_on_a_merged_manifest(ws, steps, t
     df = pd.read_csv(ws / "photos.csv")
     df["path"] = [str(ws / "photos" / p) for p in df["path"]]
     df.to_csv(tmp_path / "absolute.csv", index=False)
-    r = synaug("train", "-c", steps / "train.yaml", "--train-manifest", tmp_path / "absolute.csv",
+    r = cli("train", "-c", steps / "train.yaml", "--train-manifest", tmp_path / "absolute.csv",
                "--train-manifest", syn, "--out", tmp_path / "twice")
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((tmp_path / "twice" / "summary.json").read_text())
     assert s["train_sources"] == {"real": sum(TRAIN_COUNTS), "synthetic": n_syn}  # both files, not the last only
     assert "its 20 test rows are not read" in r.stderr
     # the same rows through `synaug manifest merge`
-    r = synaug("manifest", "merge", ws / "photos.csv", syn, "--data-root", ws / "photos", "--out", tmp_path / "M.parquet")
+    r = cli("manifest", "merge", ws / "photos.csv", syn, "--data-root", ws / "photos", "--out", tmp_path / "M.parquet")
     assert r.returncode == 0, r.stderr
     m = Manifest.read(tmp_path / "M.parquet")
     assert m.classes == CLASSES and len(m) == sum(TRAIN_COUNTS) + 20 + n_syn
     assert all(p.is_file() for p in m.abspaths())
-    r = synaug("train", "-c", steps / "train.yaml", "--train-manifest", tmp_path / "M.parquet", "--out", tmp_path / "merged")
+    r = cli("train", "-c", steps / "train.yaml", "--train-manifest", tmp_path / "M.parquet", "--out", tmp_path / "merged")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "merged" / "summary.json").read_text())["train_sources"] == s["train_sources"]
 
@@ -295,7 +309,7 @@ def test_merge_matches_classes_by_name_and_rebases_roots(ws, tmp_path):
     b_classes = ["dog", "cat", "deer"]
     rows = [{"path": f"{c}/p{i}.png", "label": lab, "split": "train"} for lab, c in enumerate(b_classes) for i in range(2)]
     Manifest.from_records(rows, b_classes, {"real": ws / "pool"}).write(tmp_path / "b.parquet")
-    r = synaug("manifest", "merge", tmp_path / "a.csv", tmp_path / "b.parquet", "--data-root", ws / "photos",
+    r = cli("manifest", "merge", tmp_path / "a.csv", tmp_path / "b.parquet", "--data-root", ws / "photos",
                "--out", tmp_path / "m.parquet")
     assert r.returncode == 0, r.stderr
     m = Manifest.read(tmp_path / "m.parquet")
@@ -314,12 +328,12 @@ def test_readme_train_finetune_evaluate_example_runs_as_written(ws, steps, tmp_p
     lines = [x.strip() for x in block.strip().splitlines() if x.strip().startswith("synaug ")]
     assert len(lines) == 3
     syn = steps / "synthetic" / "synthetic.parquet"
-    assert synaug("manifest", "merge", ws / "photos.csv", syn, "--data-root", ws / "photos",
+    assert cli("manifest", "merge", ws / "photos.csv", syn, "--data-root", ws / "photos",
                   "--out", tmp_path / "M.parquet").returncode == 0
     for f in ("train.yaml", "ft.yaml"):
         (tmp_path / f).write_text((steps / f).read_text())
     for line in lines:
-        r = synaug(*line.split()[1:], cwd=tmp_path)
+        r = cli(*line.split()[1:], cwd=tmp_path)
         assert r.returncode == 0, (line, r.stderr[-2000:])
     ev = json.loads((tmp_path / "runs" / "eval" / "metrics.json").read_text())
     assert ev["num_samples"] == 10 * TEST_PER_CLASS
@@ -335,12 +349,12 @@ def sweep(ws, tmp_path_factory):
     cfg = write_cfg(d / "cfg" / "sweep.yaml", base_cfg(plan=None, data={"manifest": str(ws / "photos.csv"),
                                                                         "root": str(ws / "photos")}))
     for seed in (0, 1):
-        r = synaug("run", cfg, "--out", d / f"seed{seed}" / "out", "--set", f"train.seed={seed}")
+        r = cli("run", cfg, "--out", d / f"seed{seed}" / "out", "--set", f"train.seed={seed}")
         assert r.returncode == 0, r.stderr[-2000:]
     df = pd.read_csv(ws / "photos.csv")
     df = df[df["class_name"].isin(["dog", "frog", "truck"])]
     df.to_csv(d / "three.csv", index=False)
-    r = synaug("run", cfg, "--out", d / "three", "--set", f"data.manifest={d / 'three.csv'}")
+    r = cli("run", cfg, "--out", d / "three", "--set", f"data.manifest={d / 'three.csv'}")
     assert r.returncode == 0, r.stderr[-2000:]
     return d
 
@@ -410,13 +424,18 @@ def test_report_compares_runs_with_different_classes_by_name(sweep, tmp_path, mo
 def test_report_plots_mark_real_vs_synthetic_and_keep_class_names_apart(csv_run, sweep, tmp_path, monkeypatch):
     figs = _figures(monkeypatch)
     assert main(["report", str(csv_run[0])]) == 0
-    grid = figs["samples.png"]
-    div = [a for a in grid.artists if a.get_gid() == "real-synthetic-divider"]
+    ax = figs["samples.png"].axes[0]
+    div = [line for line in ax.lines if line.get_gid() == "real-synthetic-divider"]
     assert len(div) == 1
     x = div[0].get_xdata()[0]
-    first_row = sorted((ax.get_position().x0, ax.get_position().x1) for ax in grid.axes[:8])
-    assert first_row[3][1] < x < first_row[4][0]        # between the 4th (real) and 5th (synthetic) image
-    assert {t.get_text() for t in grid.texts} >= {"real", "synthetic"}
+    img = np.asarray(ax.images[0].get_array())
+    col = int(round(x))
+    assert (img[:, col - 2:col + 3] == 255).all()                 # the line runs in the gap between the halves
+    left, right = img[:, :col - 6], img[:, col + 6:]
+    assert (left != 255).any(axis=2).sum() > 0 and (right != 255).any(axis=2).sum() > 0
+    ticks = {t.get_text(): t.get_position()[0] for t in ax.get_xticklabels()}
+    assert ticks["real"] < x < ticks["synthetic"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES
     # ten CIFAR-10 class names under two runs' bars: no two labels overlap
     assert main(["report", str(sweep / "seed0" / "out"), str(sweep / "seed1" / "out"), "--out", str(tmp_path / "c")]) == 0
     fig = figs["per_class_compare.png"]
@@ -454,14 +473,14 @@ def test_extending_a_finished_run(ws, tmp_path):
 def test_train_cli_extends_and_its_hint_names_its_own_flag(steps, tmp_path):
     syn = steps / "synthetic" / "synthetic.parquet"
     args = ["train", "-c", steps / "train.yaml", "--train-manifest", syn, "--out", tmp_path / "t"]
-    assert synaug(*args).returncode == 0
-    r = synaug(*args, "--set", "epochs=2")
+    assert cli(*args).returncode == 0
+    r = cli(*args, "--set", "epochs=2")
     assert r.returncode == 0 and "extending the run" in r.stderr
     assert len(json.loads((tmp_path / "t" / "history.json").read_text())) == 2
-    r = synaug(*args, "--set", "epochs=2", "--set", "optim.lr=0.01")
+    r = cli(*args, "--set", "epochs=2", "--set", "optim.lr=0.01")
     assert r.returncode == 2 and "--no-resume" in one_line(r.stderr)
-    assert "--no-resume" in synaug("train", "--help").stdout
-    assert "--no-resume" not in synaug("run", "--help").stdout
+    assert "--no-resume" in cli("train", "--help").stdout
+    assert "--no-resume" not in cli("run", "--help").stdout
 
 
 # ---------------------------------------------------------------------------- whole config checked first
@@ -517,14 +536,14 @@ def test_a_class_without_real_training_images_is_refused_before_training(ws, tmp
 
 def test_non_finite_numbers_are_refused(ws, tmp_path):
     for value in ("nan", "inf"):
-        r = synaug("inspect", "--dataset", "imagefolder", "--data-root", ws / "photos", "--imbalance-factor", value)
+        r = cli("inspect", "--dataset", "imagefolder", "--data-root", ws / "photos", "--imbalance-factor", value)
         assert r.returncode == 2 and "must be a finite number" in one_line(r.stderr)
-    r = synaug("plan", "--manifest", ws / "photos.csv", "--mode", "replace-ratio", "--ratio", "nan",
+    r = cli("plan", "--manifest", ws / "photos.csv", "--mode", "replace-ratio", "--ratio", "nan",
                "--out", tmp_path / "p.json")
     assert r.returncode == 2 and "must be a finite number" in one_line(r.stderr)
     cfg = write_cfg(tmp_path / "c.yaml", base_cfg(data={"manifest": str(ws / "photos.csv"), "root": str(ws / "photos")}))
     for value in (".inf", ".nan", "inf"):
-        r = synaug("run", cfg, "--out", tmp_path / "o", "--set", f"data.imbalance_factor={value}")
+        r = cli("run", cfg, "--out", tmp_path / "o", "--set", f"data.imbalance_factor={value}")
         assert r.returncode == 2 and "finite number" in one_line(r.stderr)
     assert not (tmp_path / "o").exists()
 
@@ -607,17 +626,17 @@ def test_img2img_without_data_root_is_a_one_line_error(ws, tiny_sd, tmp_path):
     sub = tmp_path / "elsewhere"
     sub.mkdir()
     (sub / "photos.csv").write_text((ws / "photos.csv").read_text())   # paths are relative to photos/, not here
-    assert synaug("plan", "--manifest", ws / "photos.csv", "--target", "2", "--out", tmp_path / "plan.json").returncode == 0
+    assert cli("plan", "--manifest", ws / "photos.csv", "--target", "2", "--out", tmp_path / "plan.json").returncode == 0
     write_cfg(tmp_path / "i2i.yaml", {"backend": "img2img", "model": str(tiny_sd), "steps": 2, "resolution": 16,
                                       "modifiers": "none", "batch_size": 4})
     args = ["generate", "--plan", tmp_path / "plan.json", "--config", tmp_path / "i2i.yaml", "--real-manifest",
             sub / "photos.csv", "--out", tmp_path / "gen", "--no-progress"]
-    r = synaug(*args)
+    r = cli(*args)
     assert r.returncode == 2
     line = one_line(r.stderr)
     assert "img2img guidance image not found" in line and "--data-root" in line
     assert not (tmp_path / "gen").exists()
-    r = synaug(*args, "--data-root", ws / "photos")
+    r = cli(*args, "--data-root", ws / "photos")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(Manifest.read(tmp_path / "gen" / "synthetic.parquet")) == sum(max(2 - n, 0) for n in TRAIN_COUNTS)
 
@@ -647,3 +666,19 @@ def test_a_second_run_into_a_busy_folder_is_refused(ws, tmp_path):
             assert rc == 2 and "in use by another synaug run" in one_line(se)
         else:
             assert "report:" in so
+
+
+def test_per_class_chart_turns_crowded_class_names_upright(tmp_path, monkeypatch):
+    """Thirty long names cannot sit side by side: they are turned upright, still apart."""
+    from synaug.report import plots
+
+    figs = _figures(monkeypatch)
+    names = [f"a-rather-long-class-name-{i}" for i in range(30)]
+    acc = {k: np.linspace(0, 1, 30) for k in ("a", "b")}
+    plots.per_class_accuracy(names, np.arange(30)[::-1] * 10, acc, tmp_path / "p.png")
+    fig = figs["p.png"]
+    labels = fig.axes[0].get_xticklabels()
+    assert {t.get_rotation() for t in labels} == {90.0}
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in labels]
+    assert not any(p.overlaps(q) for i, p in enumerate(boxes) for q in boxes[i + 1:])
