@@ -206,6 +206,20 @@ def test_pool_from_a_folder_a_csv_without_split_or_a_dataset(ws, tmp_path, pool)
     assert all(p.is_file() for p in syn.abspaths())
 
 
+def test_dataset_table_with_a_relative_file_plus_pooled_images(ws, tmp_path):
+    """`dataset: table` with `options: {file: ...}` relative to the config: the issue's second
+    row (a real-only table joined with generated rows died on 'different synthetic roots')."""
+    (ws / "photos" / "table.csv").write_text((ws / "photos.csv").read_text())  # paths relative to the table
+    cfg = base_cfg(data={"dataset": "table", "options": {"file": "../photos/table.csv"}},
+                   generate={"backend": "pool", "resolution": 16, "pool": {"manifest": "../pool"}})
+    p = write_cfg(ws / "cfgs" / "table.yaml", cfg)
+    r = cli("run", p, "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    train = Manifest.read(tmp_path / "o" / "data" / "train.parquet")
+    assert (train.df["source"] == "synthetic").sum() == 60 - sum(TRAIN_COUNTS)
+    assert all(p.is_file() for p in train.abspaths())
+
+
 def main_run(tmp_path, cfg: dict, *extra, out="o", code=0):
     """``synaug run`` through ``synaug.cli.main`` (in-process); returns (stdout, stderr)."""
     import contextlib
