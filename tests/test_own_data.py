@@ -627,6 +627,10 @@ def test_unreadable_and_missing_paths_are_one_line_errors(ws, steps, tmp_path, m
         (["train", "--train-manifest", str(secret), "--data-root", str(ws / "photos"), "--out", str(tmp_path / "t")],
          "Permission denied"),
         (["inspect", "--dataset", "imagefolder", "--data-root", str(tmp_path / "no-such-folder")], "not found"),
+        (["inspect", "--dataset", "shared-cifar10", "--data-root", str(tmp_path / "no-such-folder")],
+         "--data-root not found"),
+        (["train", "--train-manifest", str(ws / "photos.csv"), "--data-root", str(tmp_path / "no-such-folder"),
+          "--out", str(tmp_path / "t")], "--data-root not found"),
         (["train", "--train-manifest", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "t")], "not found"),
     ]
     for argv, expected in cases:

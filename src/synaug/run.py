@@ -166,7 +166,7 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     the prepared data and the plan, all before generation or training runs. A run folder
     refused at that point is left as it was (a new one is removed again).
     """
-    from .checks import check_config, check_data
+    from .checks import check_config
 
     for w in check_config(cfg):
         _warn(w)
@@ -174,14 +174,15 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     created = check_writable(run_dir, "run folder", create=True)
     with run_lock(run_dir):  # a busy folder is refused here, and left alone
         try:
-            return _run_locked(cfg, run_dir, log, check_data)
+            return _run_locked(cfg, run_dir, log)
         except BaseException:
             if created and all(p.name == ".synaug-run.lock" for p in run_dir.iterdir()):
                 shutil.rmtree(run_dir, ignore_errors=True)  # refused before anything was written
             raise
 
 
-def _run_locked(cfg: RunConfig, run_dir: Path, log, check_data) -> dict:
+def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
+    from .checks import check_data
     from .generate.runner import fingerprint as gen_fingerprint, generate
     from .inspect import histogram_png, inspect_manifest
     from .plan import Plan, apply_plan, make_plan

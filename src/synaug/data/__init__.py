@@ -1,6 +1,8 @@
 """Datasets as manifests: adapters, long-tailed builders and the CLI source options."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import SynaugError
 from ..manifest import Manifest
 from . import adapters, cifar, imagenet_lt, shared, utkface, waterbirds  # noqa: F401  (register the adapters)
@@ -36,6 +38,8 @@ def manifest_from_args(args) -> Manifest:
 
         opts = dict(parse_override(o) for o in (getattr(args, "dataset_opt", None) or []))
         m = load_dataset(args.dataset, args.data_root, **opts)
+    if args.data_root and not Path(args.data_root).exists():  # an adapter with a cached copy may not look
+        raise SynaugError(f"--data-root not found: {args.data_root}")
     if args.imbalance_factor is not None:
         m, _ = make_long_tail(m, args.imbalance_factor, seed=args.lt_seed)
     return m

@@ -26,6 +26,8 @@ def _read_manifests(paths: list[str], root: str | None = None):
     """One manifest from one or more files / image folders (joined as ``synaug manifest merge``)."""
     from ..manifest import Manifest
 
+    if root and not Path(root).exists():
+        raise SynaugError(f"--data-root not found: {root}")
     parts = [_read_manifest(p, root) for p in paths]
     return parts[0] if len(parts) == 1 else Manifest.merge(parts)
 
