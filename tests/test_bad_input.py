@@ -260,9 +260,16 @@ def r_empty_class_finetune(ctx, t):
 
 
 def r_test_rows_to_train(ctx, t):
+    # a manifest that also holds test rows: `synaug train` reads only its train/val rows and
+    # says so (one file for train / finetune / evaluate, as in the README); the library-level
+    # train_model still refuses test rows (tests/test_train_loop.py, tests/test_leakage.py)
     te = make_toy_manifest(ctx.root, [2, 2, 2], size=16, seed=3, split="test")
     Manifest.concat([ctx.good, te]).write(t / "m.parquet")
-    return Row(_train(ctx, t / "m.parquet", t / "run"), [t / "run"])
+
+    def check(t):
+        s = json.loads((t / "run" / "summary.json").read_text())
+        assert (s["num_train"], s["num_val"]) == (18, 6)
+    return Row(_train(ctx, t / "m.parquet", t / "run"), [], check=check)
 
 
 def _train_with(ctx, t, damage):
@@ -391,7 +398,7 @@ CASES = [
     ("empty-class-in-pool", r_empty_class_pool, "cannot fill class 'class2': the plan needs 2 images, the pool has 0"),
     ("empty-class-train-handled", r_empty_class_train_handled, None),
     ("empty-class-finetune", r_empty_class_finetune, "class 'class2' has no real training image"),
-    ("test-rows-to-train", r_test_rows_to_train, "refusing 6 test-split row(s) for training"),
+    ("test-rows-to-train-handled", r_test_rows_to_train, None),
     ("truncated-image", r_truncated_image, "unreadable image"),
     ("not-an-image", r_garbage_image, "unreadable image"),
     ("odd-size-image", r_odd_size_image, "images have 2 different sizes"),

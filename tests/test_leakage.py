@@ -204,3 +204,26 @@ def test_test_rows_are_refused_before_anything_is_decoded(mixed, spy, tmp_path):
     _assert_no_test(spy, _resolved(test.abspaths()))
     assert not any(spy.served.values()) and not any(spy.decoded.values())
     assert not any((tmp_path / x).exists() for x in "abcde")
+
+
+def test_cli_train_and_finetune_never_read_the_test_rows_of_their_manifest(mixed, spy, tmp_path, capsys):
+    """`synaug train` / `synaug finetune` on ONE file holding train, val and test rows (the
+    README's train / finetune / evaluate example): the CLI keeps the train/val rows and says
+    so; no test row reaches an image set or a decode."""
+    from synaug.cli import main
+
+    Manifest.concat([mixed["m"], mixed["test"]]).write(tmp_path / "M.parquet")
+    (tmp_path / "t.yaml").write_text(
+        "epochs: 1\nbatch_size: 8\nmodel: {width: 4}\nprogress: false\n"
+        f"schedule: {{warmup_epochs: 0, milestones: [], factors: []}}\ndata: {{cache_dir: {mixed['cache']}}}\n")
+    (tmp_path / "f.yaml").write_text(f"epochs: 1\nprogress: false\ndata: {{cache_dir: {mixed['cache']}}}\n")
+    m = str(tmp_path / "M.parquet")
+    assert main(["train", "-c", str(tmp_path / "t.yaml"), "--train-manifest", m, "--out", str(tmp_path / "tr")]) == 0
+    assert main(["finetune", "-c", str(tmp_path / "f.yaml"), "--checkpoint", str(tmp_path / "tr"), "--manifest", m,
+                 "--out", str(tmp_path / "ft")]) == 0
+    assert capsys.readouterr().err.count("its 9 test rows are not read") == 2
+    _assert_no_test(spy, _resolved(mixed["test"].abspaths()))
+    train_rows = mixed["m"].split("train")
+    assert spy.served["training"] == _resolved(train_rows.abspaths())
+    assert spy.served["model selection"] == _resolved(mixed["val"].abspaths())
+    assert spy.served["fine-tuning"] and spy.served["fine-tuning"] <= _resolved(mixed["real"].abspaths())

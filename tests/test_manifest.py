@@ -97,12 +97,15 @@ def test_missing_required_column(tmp_path, drop):
     assert f"missing column {drop!r}" in one_line_error(e)
 
 
-def test_missing_column_in_a_plain_file(tmp_path):
+@pytest.mark.parametrize("drop,missing", [(["path"], "path"), (["label"], "label")])
+def test_missing_column_in_a_plain_file(tmp_path, drop, missing):
+    # a plain table may leave out `split` (all rows train) and `label` when `class_name` names
+    # every row (tests/test_own_data.py), but never `path`, nor both label and class_name
     f = tmp_path / "m.csv"
-    _df().drop(columns=["split"]).to_csv(f, index=False)
+    _df().drop(columns=drop).to_csv(f, index=False)
     with pytest.raises(SynaugError) as e:
         Manifest.read(f)
-    assert "missing column 'split'" in one_line_error(e)
+    assert f"missing column {missing!r}" in one_line_error(e)
 
 
 @pytest.mark.parametrize("label", [2, -1])

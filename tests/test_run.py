@@ -3,6 +3,7 @@ leakage and report checks."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,10 +117,11 @@ def test_bad_run_config_is_one_line_error(tmp_path):
 
 def test_report_compare(tiny_run, tmp_path):
     d, _ = tiny_run
-    r = _synaug("report", d / "out", d / "out", "--out", tmp_path / "cmp")
+    shutil.copytree(d / "out", tmp_path / "again")  # two runs of one config: kept apart by folder
+    r = _synaug("report", d / "out", tmp_path / "again", "--out", tmp_path / "cmp")
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert md.count("| tiny | finetuned |") == 2
+    assert md.count("| out | finetuned |") == 1 and md.count("| again | finetuned |") == 1
     r = _synaug("report", tmp_path / "nope")
     assert r.returncode == 2 and "not a finished run folder" in r.stderr
 

@@ -14,6 +14,7 @@ from .errors import SynaugError
 # module path -> it exposes ``register(subparsers)``; order is the order in --help
 COMMAND_MODULES = [
     "synaug.inspect",
+    "synaug.manifest",
     "synaug.plan",
     "synaug.generate.cli",
     "synaug.train.cli",
@@ -23,8 +24,10 @@ COMMAND_MODULES = [
 ]
 
 
-# OS errors the user fixes (free space, quota, permissions): one line, exit 2, no traceback
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+# OS errors the user fixes (free space, quota, permissions, a path that is not there or not
+# what it should be): one line, exit 2, no traceback
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+                   errno.ENOTDIR, errno.EISDIR}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 # command -> the module that registers it: `synaug plan ...` imports only synaug.plan (no torch:
 # ~0.5 s instead of ~2.5 s to start). --help, or a command missing here, imports every module.
-_COMMAND_HOME = {"inspect": "synaug.inspect", "plan": "synaug.plan", "generate": "synaug.generate.cli",
+_COMMAND_HOME = {"inspect": "synaug.inspect", "manifest": "synaug.manifest", "plan": "synaug.plan", "generate": "synaug.generate.cli",
                  "train": "synaug.train.cli", "finetune": "synaug.train.cli", "evaluate": "synaug.train.cli",
                  "run": "synaug.run", "demo": "synaug.demo", "report": "synaug.report.cli"}
 

@@ -15,9 +15,10 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base for every config section: unknown keys and lossy coercions are errors."""
+    """Base for every config section: unknown keys, lossy coercions and non-finite numbers
+    (``nan``, ``inf``) are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -82,6 +83,20 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
         if not isinstance(cur, dict):
             raise SynaugError(f"override {key!r}: {p!r} is not a section")
     cur[parts[-1]] = value
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=`` for a float option that must be a finite number (no nan / inf)."""
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -135,10 +135,11 @@ def histogram_png(summary: dict, title: str = "") -> bytes:
 # ---------------------------------------------------------------------------- terminal
 def print_summary(summary: dict, console=None) -> None:
     """Rich tables: per class (count, share, bucket, per-group counts) and the bucket totals."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from .term import console as term_console
+
+    console = console or term_console()
     groups = summary.get("groups") or []
     n = max(summary["num_images"], 1)
     imb = summary["imbalance_factor"]

@@ -66,3 +66,38 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder", create: bool = False) -> bool:
+    """Make sure files can be written in ``folder`` (``create``: make it, with parents).
+
+    Without ``create`` nothing is left behind: the test file goes into ``folder`` or, when it
+    does not exist yet, into its nearest existing parent. Returns True when this call created
+    the folder. Raises ``SynaugError`` (one line) for a read-only, unwritable or non-folder
+    path before any stage writes half of its output (some writers, e.g. pyarrow and
+    safetensors, raise errors that do not say which file).
+    """
+    from .errors import SynaugError
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise SynaugError(f"{what} {path} exists and is not a folder")
+    created = False
+    probe = path
+    try:
+        if create and not path.exists():
+            path.mkdir(parents=True)
+            created = True
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise SynaugError(f"{what} {path}: {probe} is not a folder")
+        fd, tmp = tempfile.mkstemp(prefix=".synaug-write-check.", suffix=".tmp", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise SynaugError(f"cannot write to {what} {path}: {e.strerror or e}") from None
+    return created

@@ -246,7 +246,11 @@ class Manifest:
 
     @staticmethod
     def concat(parts: Sequence["Manifest"]) -> "Manifest":
-        """Join manifests with the same classes/groups; roots must agree per source."""
+        """Join manifests with the same classes/groups; roots must agree per source.
+
+        Only the roots of sources that have rows count: a real-only manifest may carry any
+        synthetic root (or none) and still joins a manifest of generated images.
+        """
         if not parts:
             raise SynaugError("nothing to concatenate")
         first = parts[0]
@@ -255,12 +259,59 @@ class Manifest:
             if m.classes != first.classes or m.groups != first.groups:
                 raise SynaugError("cannot join manifests with different class or group names")
             for k, v in m.roots.items():
-                if k in roots and roots[k].resolve() != v.resolve() and (m.df["source"] == k).any():
+                if not (m.df["source"] == k).any():
+                    continue
+                if k in roots and roots[k].resolve() != v.resolve():
                     raise SynaugError(f"cannot join manifests with different {k} roots: {roots[k]} vs {v}")
-                if (m.df["source"] == k).any() or k not in roots:
-                    roots[k] = v
+                roots[k] = v
+        for m in parts:  # keep a root for sources without rows (harmless, and what callers expect)
+            for k, v in m.roots.items():
+                roots.setdefault(k, v)
         df = pd.concat([m.df for m in parts], ignore_index=True)
         return Manifest(df, first.classes, roots, first.groups)
+
+    @staticmethod
+    def merge(parts: Sequence["Manifest"]) -> "Manifest":
+        """Join any manifests of the same task into one (``synaug manifest merge``).
+
+        Unlike :meth:`concat`, classes and groups are matched by *name* (labels are
+        renumbered to the first manifest's order; a class or group only some parts have is
+        appended), and parts whose rows of one source live under different roots are
+        rebased onto their common folder (paths get the sub-folder as prefix).
+        """
+        if not parts:
+            raise SynaugError("nothing to merge")
+        classes = list(parts[0].classes)
+        groups = None if all(m.groups is None for m in parts) else []
+        for m in parts:
+            classes += [c for c in m.classes if c not in classes]
+            if groups is not None:
+                groups += [g for g in (m.groups or []) if g not in groups]
+        roots: dict[str, Path] = {}
+        for src in SOURCES:
+            used = sorted({str(m.roots[src].resolve()) for m in parts
+                           if src in m.roots and (m.df["source"] == src).any()})
+            if used:
+                roots[src] = Path(used[0] if len(used) == 1 else os.path.commonpath(used))
+        frames = []
+        for m in parts:
+            df = m.df.copy()
+            df["label"] = np.asarray([classes.index(c) for c in m.classes], dtype=np.int64)[df["label"].to_numpy()] \
+                if len(df) else df["label"]
+            df["class_name"] = ""
+            if groups is not None and m.groups is not None and len(df):
+                gmap = np.asarray([groups.index(g) for g in m.groups] + [-1], dtype=np.int64)
+                df["group"] = gmap[df["group"].to_numpy()]  # -1 indexes the appended -1
+                df["group_name"] = ""
+            for src, root in roots.items():
+                rows = (df["source"] == src).to_numpy()
+                if not rows.any():
+                    continue
+                prefix = Path(os.path.relpath(m.roots[src].resolve(), root)).as_posix()
+                if prefix != ".":
+                    df.loc[rows, "path"] = [f"{prefix}/{p}" for p in df.loc[rows, "path"]]
+            frames.append(df)
+        return Manifest(pd.concat(frames, ignore_index=True), classes, roots, groups)
 
     # ------------------------------------------------------------------ I/O
     def meta(self, relative_to: Path | None = None) -> dict:
@@ -302,12 +353,13 @@ class Manifest:
 
     @classmethod
     def read(cls, path: str | os.PathLike, root: str | os.PathLike | None = None,
-             verify_files: bool = False) -> "Manifest":
+             verify_files: bool = False, root_for_plain_only: bool = False) -> "Manifest":
         """Read a manifest written by :meth:`write`, or a plain CSV/Parquet with the columns.
 
         A plain table (no synaug metadata) takes class names from ``class_name`` (or
         ``class_<label>``), group names from ``group_name``, and ``root`` (default: its folder)
-        as the root of real rows.
+        as the root of real rows; see :meth:`_from_plain` for what may be left out. ``root``
+        also replaces the stored real root of a synaug manifest unless ``root_for_plain_only``.
         """
         path = Path(path)
         if not path.is_file():
@@ -333,29 +385,49 @@ class Manifest:
             raise SynaugError(f"cannot read manifest {path}: {type(e).__name__}: {e}") from None
         if meta is not None:
             roots = {k: (path.parent / v) for k, v in meta["roots"].items()}
-            if root is not None:
+            if root is not None and not root_for_plain_only:
                 roots["real"] = Path(root)
             m = cls(df, meta["classes"], roots, meta.get("groups"))
         else:
-            m = cls._from_plain(df, Path(root) if root is not None else path.parent, path)
+            m = cls._from_plain(df, Path(root) if root is not None else None, path)
         if verify_files:
             m.verify_files()
         return m
 
     @classmethod
-    def _from_plain(cls, df: pd.DataFrame, root: Path, path: Path) -> "Manifest":
-        for c in REQUIRED:
-            if c not in df.columns:
-                raise SynaugError(f"manifest {path.name} is missing column {c!r}")
-        labels = pd.to_numeric(df["label"], errors="coerce")
-        if labels.isna().any():
-            raise SynaugError(f"manifest {path.name}: column 'label' must hold integers")
-        n = int(labels.max()) + 1 if len(labels) else 0
-        classes = [f"class_{i}" for i in range(max(n, 0))]
-        if "class_name" in df.columns:
-            for lab, name in zip(labels.astype(int), df["class_name"].astype(str)):
-                if 0 <= lab < n and name:
-                    classes[lab] = name
+    def _from_plain(cls, df: pd.DataFrame, root: Path | None, path: Path) -> "Manifest":
+        """A hand-written table: ``path`` plus ``label`` and/or ``class_name``.
+
+        * class names alone (no ``label``): classes are the sorted names (the order of
+          ``torchvision.datasets.ImageFolder``) and labels follow;
+        * no ``split`` column: every row is a training row;
+        * ``group_name`` alone (no ``group``): groups are the sorted non-empty names;
+        * absolute paths (all rows): made relative to ``root``, or to their common folder
+          when no root is given.
+        """
+        if "path" not in df.columns:
+            raise SynaugError(f"manifest {path.name} is missing column 'path'")
+        df = df.copy()
+        has_names = "class_name" in df.columns and (df["class_name"].astype(str) != "").all()
+        if "label" not in df.columns:
+            if not has_names:
+                raise SynaugError(f"manifest {path.name} is missing column 'label' (or give every row's "
+                                  "class name in a 'class_name' column)")
+            names = df["class_name"].astype(str)
+            classes = sorted(set(names))
+            df["label"] = names.map({c: i for i, c in enumerate(classes)}).astype("int64")
+        else:
+            labels = pd.to_numeric(df["label"], errors="coerce")
+            if labels.isna().any():
+                raise SynaugError(f"manifest {path.name}: column 'label' must hold integers")
+            n = int(labels.max()) + 1 if len(labels) else 0
+            classes = [f"class_{i}" for i in range(max(n, 0))]
+            if "class_name" in df.columns:
+                for lab, name in zip(labels.astype(int), df["class_name"].astype(str)):
+                    if 0 <= lab < n and name:
+                        classes[lab] = name
+        if "split" not in df.columns:
+            df["split"] = "train"
         groups = None
         if "group" in df.columns:
             g = pd.to_numeric(df["group"], errors="coerce").fillna(-1).astype(int)
@@ -365,8 +437,92 @@ class Manifest:
                     for gi, name in zip(g, df["group_name"].astype(str)):
                         if gi >= 0 and name:
                             groups[gi] = name
-        return cls(df, classes, {"real": root, "synthetic": root}, groups)
+        elif "group_name" in df.columns and (df["group_name"].astype(str) != "").any():
+            gn = df["group_name"].astype(str)
+            groups = sorted(set(gn) - {""})
+            df["group"] = gn.map({g: i for i, g in enumerate(groups)}).fillna(-1).astype("int64")
+        df["path"], root = _absolute_to_relative(df["path"], root, path)
+        roots = {"real": root}
+        if "source" in df.columns and (df["source"].astype(str) == "synthetic").any():
+            roots["synthetic"] = root
+        return cls(df, classes, roots, groups)
+
+
+def _absolute_to_relative(paths: pd.Series, root: Path | None, table: Path) -> tuple[list, Path]:
+    """Paths of a plain table relative to its root (default: the table's folder).
+
+    Absolute paths are accepted when every row has one: relative to ``root`` if given (each
+    must lie under it), else to their common folder. Mixed absolute/relative rows fall to
+    :func:`check_relative_path`, which refuses the absolute ones.
+    """
+    vals = paths.fillna("").astype(str).tolist()
+    absolute = [os.path.isabs(p) for p in vals]
+    if not vals or not all(absolute):
+        return vals, (Path(root) if root is not None else table.parent)
+    if root is None:
+        root = Path(os.path.commonpath([os.path.dirname(os.path.normpath(p)) for p in vals]))
+    base = Path(root).resolve()
+    out = []
+    for p in vals:
+        rel = os.path.relpath(os.path.normpath(p), base)
+        if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
+            raise SynaugError(f"path {p!r} in {table.name} is outside the data root {root}")
+        out.append(rel)
+    return out, Path(root)
+
+
+def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None,
+                  root_for_plain_only: bool = False) -> Manifest:
+    """A manifest file (:meth:`Manifest.read`), or a folder read as an ImageFolder
+    (``folder/<class>/<image>`` or ``folder/{train,val,test}/<class>/<image>``)."""
+    if path is None or str(path) == "":
+        raise SynaugError("no manifest given")
+    p = Path(path)
+    if p.is_dir():
+        if root is not None:
+            raise SynaugError(f"{p} is a folder (read as an ImageFolder): give no separate root for it")
+        from .data.adapters import imagefolder  # lazy: data imports this module
+
+        return imagefolder(p)
+    if not p.exists():
+        raise SynaugError(f"manifest file not found: {p} (nor an image folder)")
+    return Manifest.read(p, root=root, root_for_plain_only=root_for_plain_only)
 
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
+
+
+# ---------------------------------------------------------------------------- CLI
+def register(sub) -> None:
+    p = sub.add_parser("manifest", help="manifest tools: merge real and synthetic manifests into one",
+                       description="Manifest tools.")
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION")
+    m = msub.add_parser(
+        "merge", help="join manifests (e.g. your real rows + a generation's synthetic.parquet) into one",
+        description="Join manifests into one file: classes and groups matched by name, rows of one "
+                    "source under different folders rebased onto their common folder. Each input is a "
+                    "manifest file (.parquet/.csv) or an image folder (ImageFolder layout). Splits are "
+                    "kept as they are: `synaug train` uses the train/val rows, `synaug evaluate` the "
+                    "test rows.")
+    m.add_argument("inputs", nargs="+", help="manifest files or image folders")
+    m.add_argument("--data-root", help="root of the real rows of plain-table inputs, e.g. your CSV (default: "
+                                       "each table's folder); manifests written by synaug keep their roots")
+    m.add_argument("--out", "-o", required=True, help="merged manifest (.parquet or .csv)")
+    m.set_defaults(func=_cmd_merge)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _cmd_merge(args) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise SynaugError(f"--out must end in .parquet or .csv: {out}")
+    parts = [read_manifest(i, None if Path(i).is_dir() else args.data_root, root_for_plain_only=True)
+             for i in args.inputs]
+    merged = Manifest.merge(parts)
+    merged.write(out)
+    df = merged.df
+    splits = ", ".join(f"{s} {int((df['split'] == s).sum())}" for s in SPLITS)
+    sources = ", ".join(f"{s} {int((df['source'] == s).sum())}" for s in SOURCES)
+    print(f"wrote {out}: {len(df)} rows ({splits}; {sources}), {merged.num_classes} classes")
+    return 0

@@ -305,7 +305,9 @@ def register(sub) -> None:
     p.add_argument("--target", type=int, default=None, help="per-class (cell) target count")
     p.add_argument("--k", type=int, default=None, help="replace-class: number of classes")
     p.add_argument("--classes", nargs="*", default=None, help="replace-class: class names")
-    p.add_argument("--ratio", type=float, default=None, help="replace-ratio: fraction in [0, 1]")
+    from .config import finite_float
+
+    p.add_argument("--ratio", type=finite_float, default=None, help="replace-ratio: fraction in [0, 1]")
     p.add_argument("--equalize-groups", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", required=True, help="plan file (.json or .csv)")
@@ -313,10 +315,10 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .data import manifest_from_args
+    from .term import console
 
     m = manifest_from_args(args)
     plan = make_plan(m, args.mode, target=args.target, classes=args.classes, k=args.k,
@@ -327,6 +329,6 @@ def _cmd(args) -> int:
         t.add_column(col, justify="right" if col in ("real", "synthetic", "total") else "left")
     for c in plan.cells:
         t.add_row(c.key, c.class_name, c.group_name, str(c.real), str(c.synthetic), str(c.real + c.synthetic))
-    Console().print(t)
+    console().print(t)
     print(f"wrote {args.out}")
     return 0

@@ -1,5 +1,11 @@
-"""Build the real data of a run: load, cap per class, long-tail, carve validation, held-out pool.
+"""Build the real data of a run: load, cap per class, carve a test split, long-tail, carve
+validation, held-out pool.
 
+The data is a registered dataset (``dataset: NAME`` with ``root``; ``imagefolder`` reads
+``root/<class>/`` or ``root/{train,val,test}/<class>/``) or your own ``manifest`` (a CSV /
+Parquet file, see :meth:`synaug.manifest.Manifest._from_plain`, or an image folder).
+Data without test rows needs ``test_fraction``: a seeded, stratified share of each class's
+training images becomes the test split before anything else is drawn.
 Validation is always carved from *training* images (never from test). When the training set
 is long-tailed from a balanced one, the images the long-tail draw did not keep form a real,
 disjoint pool: validation comes from it first, and the rest can feed the pool generator.
@@ -14,32 +20,46 @@ training, validation or test rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from pydantic import Field
 
 from .config import Strict
 from .data import load_dataset, make_long_tail
 from .errors import SynaugError
-from .manifest import Manifest
+from .manifest import Manifest, read_manifest
 
 
 class DataConfig(Strict):
-    dataset: str | None = "shared-cifar10"
-    root: str | None = None
+    """Where the real images come from. Relative paths in a config file are resolved against
+    the config file's folder (``synaug run``)."""
+
+    dataset: str | None = "shared-cifar10"   # a registered adapter (imagefolder, table, shared-cifar10, ...)
+    root: str | None = None                  # the dataset's folder / root of a plain table's paths
     options: dict = {}           # extra adapter options, e.g. {names: FILE} (imagenet100-lt)
-    manifest: str | None = None
-    img_max: int | None = None
-    train_per_class: int | None = None
-    imbalance_factor: float | None = None
+    manifest: str | None = None  # your own CSV / Parquet manifest (or an image folder); replaces `dataset`
+    img_max: Optional[int] = Field(None, ge=1)
+    train_per_class: Optional[int] = Field(None, ge=1)
+    imbalance_factor: Optional[float] = Field(None, ge=1)
     lt_seed: int = 0
-    val_per_class: int = 0
-    test_per_class: int | None = None
+    val_per_class: int = Field(0, ge=0)
+    test_per_class: Optional[int] = Field(None, ge=1)
+    test_fraction: Optional[float] = Field(None, gt=0, lt=1)  # carve a test split when the data has none
     split_seed: int = 0
     # a real pool held out from the training rows, per class x group cell (natural imbalance kept)
     heldout_fraction: float | None = Field(None, gt=0, lt=1)
     train_fraction: float | None = Field(None, gt=0, le=1)   # then keep this share of every cell for training
+
+    @model_validator(mode="before")
+    @classmethod
+    def _manifest_replaces_default_dataset(cls, data):
+        # `data: {manifest: my.csv}` means "my data", not "my data and the default dataset"
+        if isinstance(data, dict) and data.get("manifest") and "dataset" not in data:
+            data = {**data, "dataset": None}
+        return data
 
 
 @dataclass
@@ -57,15 +77,13 @@ def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
 
 
 def prepare(cfg: DataConfig) -> PreparedData:
-    if bool(cfg.manifest) == bool(cfg.dataset):
-        raise SynaugError("data: give exactly one of 'dataset' or 'manifest'")
-    if cfg.manifest:
-        m = Manifest.read(cfg.manifest, root=cfg.root)
-    else:
-        m = load_dataset(cfg.dataset, cfg.root, **cfg.options)
-    if (m.df["source"] != "real").any():
-        raise SynaugError("data: the input manifest must hold real images only")
+    m = load_data(cfg)
     m = _cap(m, "train", cfg.train_per_class, cfg.split_seed)
+    if cfg.test_fraction is not None and not (m.df["split"] == "test").any():
+        m = _carve_test(m, cfg.test_fraction, cfg.split_seed + 6)
+    if not (m.df["split"] == "test").any():
+        raise SynaugError("data has no test rows to evaluate on: set data.test_fraction (e.g. 0.2) to hold "
+                          "out a share of each class, or give a split column / a root/test/<class>/ folder")
     m = _cap(m, "test", cfg.test_per_class, cfg.split_seed + 1)
     pool = None
     if cfg.imbalance_factor is not None:
@@ -97,6 +115,37 @@ def prepare(cfg: DataConfig) -> PreparedData:
     if (m.df["split"] == "train").sum() == 0:
         raise SynaugError("data: no training rows")
     return PreparedData(m, pool)
+
+
+def load_data(cfg: DataConfig) -> Manifest:
+    """The data's manifest as found on disk (no caps, splits or long tail yet)."""
+    if bool(cfg.manifest) == bool(cfg.dataset):
+        raise SynaugError("data: give exactly one of 'dataset' or 'manifest'")
+    try:
+        if cfg.manifest:
+            m = read_manifest(cfg.manifest, root=cfg.root)
+        else:
+            m = load_dataset(cfg.dataset, cfg.root, **cfg.options)
+    except SynaugError as e:  # adapters speak of the CLI flag; in a run config it is data.root
+        raise SynaugError(str(e).replace("--data-root", "data.root")) from None
+    if (m.df["source"] != "real").any():
+        raise SynaugError("data: the input manifest must hold real images only")
+    return m
+
+
+def _carve_test(m: Manifest, fraction: float, seed: int) -> Manifest:
+    """Move ``round(fraction * n)`` of the train rows of every class (class x group cell when
+    there are groups) to the test split; seeded, and every cell keeps one training image."""
+    df = m.df.copy()
+    train = (df["split"] == "train").to_numpy()
+    cell = df["label"].to_numpy() * (m.num_groups + 1) + df["group"].to_numpy() + 1
+    rng = np.random.RandomState(seed)
+    for k in np.unique(cell[train]):
+        idx = np.flatnonzero(train & (cell == k))
+        take = min(int(np.rint(fraction * len(idx))), len(idx) - 1)
+        rng.shuffle(idx)
+        df.loc[idx[:max(take, 0)], "split"] = "test"
+    return Manifest(df, m.classes, m.roots, m.groups)
 
 
 def _per_class_pick(m: Manifest, split: str, n, seed: int, keep_one: bool) -> np.ndarray:

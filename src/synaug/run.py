@@ -8,14 +8,17 @@ only by the evaluate stage.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
 from .config import Strict, dump, parse_override, save_resolved
 from .errors import SynaugError
-from .io import write_bytes_atomic, write_json_atomic
+from .io import check_writable, write_bytes_atomic, write_json_atomic
 from .manifest import Manifest
 from .generate.config import GenerateConfig
 from .prepare import DataConfig, prepare
@@ -24,7 +27,7 @@ from .train.config import FinetuneConfig, TrainConfig
 
 
 class PlanStageConfig(Strict):
-    mode: str = "class"
+    mode: Literal["class", "cell", "agnostic", "spurious", "replace-class", "replace-ratio"] = "class"
     target: Optional[int] = Field(None, ge=0)
     k: Optional[int] = Field(None, ge=0)
     classes: Optional[list[str]] = None
@@ -69,15 +72,56 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
                     base: dict | None = None) -> RunConfig:
+    """Read a run config. Relative paths in the file (``data.root``, ``data.manifest``,
+    ``generate.pool.manifest`` ...) are resolved against the file's folder; ``--set`` values
+    are taken as typed (relative to the working directory)."""
     from .config import read_yaml, set_dotted, validate
 
     data = dict(base or {})
     if path is not None:
-        data = _deep_merge(data, read_yaml(path))
+        file_data = read_yaml(path)
+        _resolve_paths(file_data, Path(path).resolve().parent)
+        data = _deep_merge(data, file_data)
     for o in overrides or []:
         k, v = parse_override(o)
         set_dotted(data, k, v)
     return resolve(validate(RunConfig, data, where=str(path) if path else "config"))
+
+
+# dotted keys holding paths; "maybe" keys also hold names (a Hugging Face id, a shipped
+# modifier list, a dataset option value) and are resolved only when the file exists there
+_PATH_KEYS = ("data.root", "data.manifest", "generate.pool.manifest", "generate.pool.root",
+              "generate.prompts", "train.data.cache_dir", "finetune.data.cache_dir")
+_MAYBE_PATH_KEYS = ("generate.model", "generate.modifiers", "generate.clip_filter.model")
+_MAYBE_PATH_MAPS = ("data.options", "generate.pool.options")
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    def section(dotted):
+        cur = data
+        for part in dotted.split(".")[:-1]:
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        return cur if isinstance(cur, dict) else None
+
+    def fix(sec, key, maybe):
+        v = sec.get(key)
+        if not isinstance(v, str) or not v or v == "heldout" and key == "manifest":
+            return
+        p = Path(v).expanduser()
+        if p.is_absolute():
+            sec[key] = str(p)
+        elif not maybe or (base / p).exists():
+            sec[key] = str(base / p)
+
+    for dotted in _PATH_KEYS + _MAYBE_PATH_KEYS:
+        sec = section(dotted)
+        if sec is not None:
+            fix(sec, dotted.rsplit(".", 1)[1], dotted in _MAYBE_PATH_KEYS)
+    for dotted in _MAYBE_PATH_MAPS:
+        sec = section(dotted + ".x")
+        if sec is not None:
+            for k in list(sec):
+                fix(sec, k, True)
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -87,31 +131,122 @@ def _deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on ``run_dir`` (a second ``synaug run`` into it is refused)."""
+    import fcntl
+    import os
+
+    f = open(run_dir / ".synaug-run.lock", "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise SynaugError(f"run folder {run_dir} is in use by another synaug run (pid {pid}); "
+                              "wait for it to finish, or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+def _warn(msg: str) -> None:
+    print(f"synaug: warning: {msg}", file=sys.stderr)
+
+
 def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
-    """Execute (or resume) a run; returns the final metrics summary."""
-    from .generate.runner import generate
+    """Execute (or resume) a run; returns the final metrics summary.
+
+    The whole config is checked first (:mod:`synaug.checks`): without the data, then against
+    the prepared data and the plan, all before generation or training runs. A run folder
+    refused at that point is left as it was (a new one is removed again).
+    """
+    from .checks import check_config
+
+    for w in check_config(cfg):
+        _warn(w)
+    run_dir = Path(run_dir)
+    created = check_writable(run_dir, "run folder", create=True)
+    with run_lock(run_dir):  # a busy folder is refused here, and left alone
+        try:
+            return _run_locked(cfg, run_dir, log)
+        except BaseException:
+            if created and all(p.name == ".synaug-run.lock" for p in run_dir.iterdir()):
+                shutil.rmtree(run_dir, ignore_errors=True)  # refused before anything was written
+            raise
+
+
+def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
+    from .checks import check_data
+    from .generate.runner import fingerprint as gen_fingerprint, generate
     from .inspect import histogram_png, inspect_manifest
     from .plan import Plan, apply_plan, make_plan
     from .train import evaluate, finetune_last_layer, load_checkpoint, train_model
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run_dir / "config.yaml")
-    st = Stages(run_dir, log)
+    st = Stages(run_dir, log, create=False)  # created on disk only once the checks pass
     d = run_dir / "data"
 
-    # ---------------------------------------------------------------- data + inspect
+    # ---------------------------------------------------------------- checks (nothing written yet)
     k_data = fingerprint("data", dump(cfg.data))
     real_p, pool_p = d / "real.parquet", d / "heldout.parquet"
+    prep = None
+    if st.done("data", k_data, [real_p, d / "inspect.json"]):
+        real = Manifest.read(real_p)
+        heldout = Manifest.read(pool_p) if pool_p.is_file() else None
+    else:
+        prep = prepare(cfg.data)
+        real, heldout = prep.real, prep.pool
+    k_plan = fingerprint(k_data, "plan", dump(cfg.plan) if cfg.plan else None)
+    plan_p = run_dir / "plan.json"
+    plan = None
+    if cfg.plan is not None:
+        if st.done("plan", k_plan, [plan_p]):
+            plan = Plan.read(plan_p)
+        else:
+            p = cfg.plan
+            plan = make_plan(real, p.mode, target=p.target, classes=p.classes, k=p.k, ratio=p.ratio,
+                             equalize_groups=p.equalize_groups, seed=p.seed)
+            plan.params["data"] = dump(cfg.data)
+    train_real = apply_plan(real, plan) if plan is not None else real
+    gcfg = cfg.generate
+    gen_on = gcfg is not None and plan is not None and plan.total_synthetic > 0
+    if gen_on and gcfg.backend == "pool" and gcfg.pool.manifest == "heldout":
+        if heldout is None:
+            raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor (the images "
+                              "the long-tail draw left out) or data.heldout_fraction")
+        gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
+            update={"manifest": str(pool_p), "name": gcfg.pool.name or "heldout-real"})})
+    k_gen = fingerprint(k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
+    syn_dir = run_dir / "synthetic"
+    gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
+    for w in check_data(cfg, real, plan, train_real):
+        _warn(w)
+    if gen_on and not gen_cached and gcfg.backend == "pool":  # can the pool fill every cell?
+        from .generate.pool import PoolGenerator, load_pool
+
+        if gcfg.pool.manifest == str(pool_p):  # the held-out real images, maybe not written yet
+            PoolGenerator(plan, heldout, gcfg.seed, gcfg.pool.name, gcfg.pool.shift, gcfg.pool.split,
+                          gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter)
+        else:
+            load_pool(plan, gcfg)
+
+    # ---------------------------------------------------------------- data + inspect
+    save_resolved(cfg, run_dir / "config.yaml")
+    st.create()
 
     def s_data():
-        prep = prepare(cfg.data)
-        prep.real.write(real_p)
-        if prep.pool is not None:
-            prep.pool.write(pool_p)
+        pr = prep or prepare(cfg.data)
+        pr.real.write(real_p)
+        if pr.pool is not None:
+            pr.pool.write(pool_p)
         elif pool_p.exists():
             pool_p.unlink()
-        summary = inspect_manifest(prep.real, "train")
+        summary = inspect_manifest(pr.real, "train")
         write_json_atomic(d / "inspect.json", summary)
         write_bytes_atomic(d / "histogram.png", histogram_png(summary, f"{cfg.name}: real train"))
 
@@ -121,39 +256,32 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     real_cells = real.cell_counts("train") if real.groups else None
 
     # ---------------------------------------------------------------- plan
-    k_plan = fingerprint(k_data, "plan", dump(cfg.plan) if cfg.plan else None)
-    plan_p = run_dir / "plan.json"
     train_real = real
-    plan = None
     if cfg.plan is not None:
-        def s_plan():
-            p = cfg.plan
-            pl = make_plan(real, p.mode, target=p.target, classes=p.classes, k=p.k, ratio=p.ratio,
-                           equalize_groups=p.equalize_groups, seed=p.seed)
-            pl.params["data"] = dump(cfg.data)
-            pl.write(plan_p)
-
-        st.run("plan", k_plan, [plan_p], s_plan)
+        st.run("plan", k_plan, [plan_p], lambda: plan.write(plan_p))
         plan = Plan.read(plan_p)
         train_real = apply_plan(real, plan)
 
     # ---------------------------------------------------------------- generate
     parts = [train_real.split("train", "val")]
-    k_gen = fingerprint(k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
-    syn_dir = run_dir / "synthetic"
-    if cfg.generate is not None and plan is not None and plan.total_synthetic > 0:
-        gcfg = cfg.generate
-        if gcfg.backend == "pool" and not gcfg.pool.dataset and gcfg.pool.manifest in (None, "heldout"):
-            if not pool_p.is_file():
-                raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor (the images "
-                                  "the long-tail draw left out) or data.heldout_fraction")
-            gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
-                update={"manifest": str(pool_p), "name": gcfg.pool.name or "heldout-real"})})
+    if gen_on:
+        note = ""
+        old = syn_dir / "run.json"
+        if not gen_cached and old.is_file():
+            try:
+                was = json.loads(old.read_text()).get("digest")
+            except json.JSONDecodeError:
+                was = None
+            if was != gen_fingerprint(plan, gcfg)["digest"]:
+                n = len(list((syn_dir / "images").rglob("*.png"))) if (syn_dir / "images").is_dir() else 0
+                note = (f"the {n} images in {syn_dir} were made for another plan or generate config; "
+                        "removing them and generating again")
+                shutil.rmtree(syn_dir)
 
         def s_gen():
             generate(plan, gcfg, syn_dir, real_manifest=train_real.split("train"), progress=True)
 
-        st.run("generate", k_gen, [syn_dir / "synthetic.parquet"], s_gen)
+        st.run("generate", k_gen, [syn_dir / "synthetic.parquet"], s_gen, note=note)
         parts.append(Manifest.read(syn_dir / "synthetic.parquet"))
     train_m = Manifest.concat(parts) if len(parts) > 1 else parts[0]
     train_m.write(d / "train.parquet")  # the manifest training used (real + synthetic, no test)
@@ -162,11 +290,14 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
     k_train = fingerprint(k_gen, "train", dump(cfg.train))
     tdir = run_dir / "train"
     trained = {}  # the model of this invocation; a cached stage's model is loaded only if needed
+    resume, note = _train_resume(cfg.train, tdir, train_m.split("train"), k_gen)
 
     def s_train():
-        trained["m"] = train_model(train_m.split("train"), train_m.split("val"), cfg.train, tdir).model
+        write_json_atomic(tdir / "inputs.json", {"upstream": k_gen})
+        trained["m"] = train_model(train_m.split("train"), train_m.split("val"), cfg.train, tdir,
+                                   resume=resume).model
 
-    st.run("train", k_train, [tdir / "model.safetensors"], s_train)
+    st.run("train", k_train, [tdir / "model.safetensors"], s_train, note=note)
 
     # ---------------------------------------------------------------- evaluate (+ fine-tune)
     test = real.split("test")
@@ -190,7 +321,11 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
             m2 = load_checkpoint(tdir / "model.safetensors")
             tuned["m"] = finetune_last_layer(m2, train_real.split("train", "val"), cfg.finetune, fdir)
 
-        st.run("finetune", k_ft, [fdir / "model.safetensors"], s_ft)
+        why = st.why("finetune", k_ft, [fdir / "model.safetensors"])
+        ft_note = ""
+        if why and st.done("train", k_train, [tdir / "model.safetensors"]) and "train" not in st.timings:
+            ft_note = f"{why}; the trained model is reused"
+        st.run("finetune", k_ft, [fdir / "model.safetensors"], s_ft, note=ft_note)
         k_eval2 = fingerprint(k_ft, "eval", dump(cfg.eval))
         st.run("eval-finetune", k_eval2, [run_dir / "eval/finetune/metrics.json"],
                lambda: evaluate(tuned.get("m") or load_checkpoint(fdir / "model.safetensors"), test,
@@ -209,6 +344,33 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
 
     build_report(run_dir)
     return summary
+
+
+def _train_resume(cfg: TrainConfig, tdir: Path, train_rows: Manifest, upstream: str) -> tuple[bool, str]:
+    """Whether the train stage continues the checkpoints in ``tdir``, and what the log says.
+
+    ``upstream`` is the key of the stages before training: when it changed, the images may
+    differ under the same paths (e.g. regenerated), so training starts over.
+    """
+    from .train.checkpoint import read_last
+    from .train.loop import manifest_fingerprint, resume_decision
+
+    last = read_last(tdir) if tdir.is_dir() else None
+    if last is None:
+        return True, ""
+    try:
+        was = json.loads((tdir / "inputs.json").read_text()).get("upstream")
+    except (OSError, json.JSONDecodeError):
+        was = None
+    if was is not None and was != upstream:
+        return False, "training again from scratch: the data, plan or generated images changed"
+    action, reason = resume_decision(last, cfg, manifest_fingerprint(train_rows))
+    done = int(last["epoch"]) + 1
+    if action == "resume":
+        return True, f"resuming after epoch {done}" if done < cfg.epochs else ""
+    if action == "extend":
+        return True, f"extending the training: {reason}; continuing at epoch {done + 1} of {cfg.epochs}"
+    return False, f"training again from scratch: {reason}"
 
 
 def _generators(train_m: Manifest) -> list[str]:
@@ -245,8 +407,9 @@ def _cmd_run(args) -> int:
 
 
 def print_summary_table(summaries: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .term import console
 
     from .report import headline
 
@@ -263,4 +426,4 @@ def print_summary_table(summaries: list[dict]) -> None:
                 for c in cols:
                     t.add_column(c, justify="right")
             t.add_row(s["name"], ", ".join(s.get("generators") or ["none"]), stage, *[row.get(c, "") for c in cols])
-    Console().print(t)
+    console().print(t)

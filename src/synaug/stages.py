@@ -26,28 +26,42 @@ def file_digest(path: str | Path) -> str:
 
 
 class Stages:
-    def __init__(self, run_dir: Path, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: Path, log: Callable[[str], None] = print, create: bool = True):
         self.dir = Path(run_dir) / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.create()
         self.log = log
         self.timings: dict[str, float] = {}  # seconds of the stages that ran in this invocation
 
+    def create(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
     def done(self, name: str, key: str, outputs: list[Path]) -> bool:
+        return self.why(name, key, outputs) is None
+
+    def why(self, name: str, key: str, outputs: list[Path]) -> str | None:
+        """Why stage ``name`` must run (None: it is up to date)."""
         rec = self.dir / f"{name}.json"
         if not rec.is_file():
-            return False
+            return "first run"
         try:
             saved = json.loads(rec.read_text())
         except json.JSONDecodeError:
-            return False
-        return saved.get("key") == key and all(Path(p).exists() for p in outputs)
+            return "its record is damaged"
+        if saved.get("key") != key:
+            return "its config or inputs changed since the last run"
+        missing = [Path(p).name for p in outputs if not Path(p).exists()]
+        if missing:
+            return f"output {missing[0]} is missing"
+        return None
 
-    def run(self, name: str, key: str, outputs: list[Path], fn: Callable[[], Any]) -> bool:
-        """Run ``fn`` unless cached; returns True when it ran."""
-        if self.done(name, key, outputs):
+    def run(self, name: str, key: str, outputs: list[Path], fn: Callable[[], Any], note: str = "") -> bool:
+        """Run ``fn`` unless cached; returns True when it ran. ``note`` is added to the log line."""
+        reason = self.why(name, key, outputs)
+        if reason is None:
             self.log(f"[{name}] up to date, skipped")
             return False
-        self.log(f"[{name}] running")
+        self.log(f"[{name}] running ({note or reason})")
         t0 = time.perf_counter()
         fn()
         self.timings[name] = round(time.perf_counter() - t0, 2)

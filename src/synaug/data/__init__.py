@@ -1,6 +1,8 @@
 """Datasets as manifests: adapters, long-tailed builders and the CLI source options."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import SynaugError
 from ..manifest import Manifest
 from . import adapters, cifar, imagenet_lt, shared, spurious, utkface, waterbirds  # noqa: F401  (register the adapters)
@@ -17,7 +19,9 @@ def add_source_args(p) -> None:
     g.add_argument("--manifest", help="manifest file (.parquet/.csv)")
     g.add_argument("--dataset", help=f"dataset adapter name (one of: {', '.join(list_datasets())})")
     g.add_argument("--data-root", help="folder the dataset lives in (default for shared-cifar10: ../shared/data)")
-    g.add_argument("--imbalance-factor", type=float, default=None,
+    from ..config import finite_float
+
+    g.add_argument("--imbalance-factor", type=finite_float, default=None,
                    help="long-tail the train split by this IF (LDAM-DRW convention)")
     g.add_argument("--lt-seed", type=int, default=0, help="seed of the long-tail draw")
     g.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -34,6 +38,8 @@ def manifest_from_args(args) -> Manifest:
 
         opts = dict(parse_override(o) for o in (getattr(args, "dataset_opt", None) or []))
         m = load_dataset(args.dataset, args.data_root, **opts)
+    if args.data_root and not Path(args.data_root).exists():  # an adapter with a cached copy may not look
+        raise SynaugError(f"--data-root not found: {args.data_root}")
     if args.imbalance_factor is not None:
         m, _ = make_long_tail(m, args.imbalance_factor, seed=args.lt_seed)
     return m

@@ -78,6 +78,12 @@ def _cmd(args) -> int:
     plan = Plan.read(args.plan)
     out = Path(args.out) if args.out else Path(args.plan).resolve().parent / "synthetic"
     real = Manifest.read(args.real_manifest, root=args.data_root) if args.real_manifest else None
+    if real is not None and cfg.backend == "img2img":  # guidance images: found before any model loads
+        for p in real.split(cfg.img2img.split).abspaths():
+            if not p.is_file():
+                root = real.roots.get("real")
+                raise SynaugError(f"img2img guidance image not found: {p} (paths of {args.real_manifest} are "
+                                  f"read relative to {root}; give the folder they are relative to with --data-root)")
     if (args.rank is None) != (args.world_size is None):
         raise SynaugError("give both --rank and --world-size, or neither")
     if args.rank is not None:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..errors import SynaugError
-from ..manifest import Manifest
+from ..manifest import Manifest, read_manifest
 from ..plan import Plan
 from .base import Item, derive_seed
 
@@ -121,7 +121,8 @@ class PoolGenerator:
 
 def load_pool(plan: Plan, cfg) -> PoolGenerator:
     """Build the pool backend from ``cfg.pool`` (see :class:`synaug.generate.config.PoolConfig`):
-    a manifest file, or a registered dataset (``dataset: shared-sd14``)."""
+    a manifest file (a plain CSV needs no ``split`` column), a folder of class sub-folders,
+    or a registered dataset (``dataset: shared-sd14``)."""
     pc = cfg.pool
     if bool(pc.manifest) == bool(pc.dataset):
         raise SynaugError("backend pool needs exactly one of pool.manifest (a manifest file) or "
@@ -131,8 +132,8 @@ def load_pool(plan: Plan, cfg) -> PoolGenerator:
 
         pool = load_dataset(pc.dataset, pc.root, **pc.options)
         name = pc.name or pc.dataset
-    else:
-        pool = Manifest.read(pc.manifest, root=pc.root)
+    else:  # a manifest file, or a folder of class sub-folders (ImageFolder)
+        pool = read_manifest(pc.manifest, root=pc.root)
         name = pc.name or Path(pc.manifest).stem
     for c in plan.cells:
         if c.synthetic and c.class_name not in pool.classes:

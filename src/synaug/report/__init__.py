@@ -64,16 +64,40 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222
         ".note{background:#fff6dd;padding:0.6em;border-left:4px solid #e0b000}")
 
 
-def metrics_rows(summaries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header, rows = None, []
+def metrics_rows(summaries: Sequence[dict], labels: Sequence[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """One row per (run, stage); ``labels`` name the runs (default: each run's ``name``).
+
+    Columns are the union of every run's headline numbers, in first-seen order (a run
+    without groups leaves the group columns empty).
+    """
+    labels = list(labels) if labels is not None else [s["name"] for s in summaries]
     order = {"trained": 0, "finetuned": 1}  # pipeline order, whatever order the JSON kept
-    for s in summaries:
+    cols: list[str] = []
+    table = []
+    for label, s in zip(labels, summaries):
         for stage, res in sorted(s["results"].items(), key=lambda kv: order.get(kv[0], 2)):
             h = headline(res)
-            if header is None:
-                header = ["run", "stage", *h]
-            rows.append([s["name"], stage, *[h.get(c, "") for c in header[2:]]])
-    return header or ["run"], rows
+            cols += [c for c in h if c not in cols]
+            table.append((label, stage, h))
+    rows = [[label, stage, *[h.get(c, "") for c in cols]] for label, stage, h in table]
+    return ["run", "stage", *cols], rows
+
+
+def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Distinct short labels for run folders: the folder name, with as many parent folders
+    as it takes to tell them apart (``lr0.1/out`` vs ``lr0.01/out``)."""
+    parts = [Path(r).resolve().parts for r in run_dirs]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(r) for r in run_dirs]
+
+
+def _per_class(summary: dict) -> dict[str, float]:
+    """Final-stage per-class accuracy of a run, by class name."""
+    return {k: (np.nan if v is None else float(v))
+            for k, v in summary["results"][summary["final"]]["per_class"].items()}
 
 
 def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0) -> Path:
@@ -111,7 +135,8 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
                                        samples_per_class)))
     acc = {}
     for stage, res in summary["results"].items():
-        acc[stage] = np.array([np.nan if v is None else v for v in res["per_class"].values()], dtype=float)
+        pcs = res["per_class"]
+        acc[stage] = np.array([np.nan if pcs.get(c) is None else pcs[c] for c in real.classes], dtype=float)
     figs.append(("Per-class test accuracy",
                  plots.per_class_accuracy(real.classes, np.asarray(summary["real_train_counts"]), acc,
                                           pdir / "per_class.png")))
@@ -157,27 +182,68 @@ def _write_html(path: Path, title: str, body: list[str]) -> None:
 
 
 def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "comparison",
-            notes: Sequence[str] = ()) -> Path:
-    """Comparison table (every stage of every run) and per-class bars of each run's final model."""
+            notes: Sequence[str] = (), labels: Sequence[str] | None = None) -> Path:
+    """Comparison table (every stage of every run) and per-class bars of each run's final model.
+
+    Runs are keyed by their folder: ``labels`` name them (default: :func:`run_labels`, the
+    folder names made distinct), so runs of one config (same ``name``, e.g. a ``--set``
+    sweep) stay apart. Per-class numbers are matched by class *name*: a class only some runs
+    have is empty for the others, never another class's number.
+    """
+    from ..errors import SynaugError
+
     out_dir = Path(out_dir)
-    summaries = [json.loads((Path(r) / "metrics.json").read_text()) for r in run_dirs]
-    header, rows = metrics_rows(summaries)
-    gens = [[s["name"], s.get("generator", ""), str(s["synthetic"])] for s in summaries]
-    real = Manifest.read(Path(run_dirs[0]) / "data" / "real.parquet")
-    acc = {s["name"]: np.array([np.nan if v is None else v for v in s["results"][s["final"]]["per_class"].values()])
-           for s in summaries}
-    bars = plots.per_class_accuracy(real.classes, np.asarray(summaries[0]["real_train_counts"]), acc,
-                                    out_dir / "plots" / "per_class_compare.png")
+    run_dirs = [Path(r) for r in run_dirs]
+    seen = {}
+    for r in run_dirs:
+        key = r.resolve()
+        if key in seen:
+            raise SynaugError(f"run folder {r} is given twice")
+        seen[key] = r
+    labels = list(labels) if labels is not None else run_labels(run_dirs)
+    if len(labels) != len(run_dirs):
+        raise SynaugError(f"{len(labels)} labels for {len(run_dirs)} runs: give one label per run")
+    if len(set(labels)) != len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise SynaugError(f"label {dup!r} is given to two runs: labels must be distinct")
+    summaries = [json.loads((r / "metrics.json").read_text()) for r in run_dirs]
+    header, rows = metrics_rows(summaries, labels)
+    gens = [[lab, s["name"], str(r), s.get("generator", ""), str(s["synthetic"])]
+            for lab, s, r in zip(labels, summaries, run_dirs)]
+    gen_header = ["run", "config name", "folder", "generator", "synthetic images"]
+    # classes by name, in the first run's order, then any class only later runs have
+    classes: list[str] = []
+    counts: dict[str, list[int]] = {}
+    for r, s in zip(run_dirs, summaries):
+        names = Manifest.read(r / "data" / "real.parquet").classes
+        for name, n in zip(names, s["real_train_counts"]):
+            if name not in counts:
+                classes.append(name)
+                counts[name] = []
+            counts[name].append(int(n))
+    per = {lab: _per_class(s) for lab, s in zip(labels, summaries)}
+    acc = {lab: np.array([per[lab].get(c, np.nan) for c in classes], dtype=float) for lab in labels}
+    ref = np.array([counts[c][0] for c in classes])
+    same_counts = all(len(set(v)) == 1 and len(v) == len(summaries) for v in counts.values())
+    bars = plots.per_class_accuracy(classes, ref, acc, out_dir / "plots" / "per_class_compare.png",
+                                    show_counts=same_counts)
+    pc_header = ["class", *[f"{lab} (%)" for lab in labels]]
+    pc_rows = [[c, *[_pct(per[lab].get(c)) if c in per[lab] else "-" for lab in labels]] for c in classes]
+    note = ("Per-class accuracy of each run's final stage, matched by class name"
+            + ("" if same_counts else "; the runs' real training counts differ (bars sorted by the first "
+               "run that has the class)") + ". '-': the run has no such class.")
     md = [f"# {title}", "", *[f"- {n}" for n in notes], "", "## Test metrics (%)", "",
           _md_table(header, rows), "", "## What produced the synthetic images", "",
-          _md_table(["run", "generator", "synthetic images"], gens), "",
+          _md_table(gen_header, gens), "", "## Per-class test accuracy", "", note, "",
+          _md_table(pc_header, pc_rows), "",
           f"![per-class]({bars.relative_to(out_dir).as_posix()})", ""]
     write_text_atomic(out_dir / "comparison.md", "\n".join(md))
     body = [f"<h1>{html.escape(title)}</h1>"]
     if notes:
         body.append('<div class="note">' + "<br>".join(html.escape(n) for n in notes) + "</div>")
     body += ["<h2>Test metrics (%)</h2>", _html_table(header, rows),
-             "<h2>What produced the synthetic images</h2>",
-             _html_table(["run", "generator", "synthetic images"], gens), _img(bars)]
+             "<h2>What produced the synthetic images</h2>", _html_table(gen_header, gens),
+             "<h2>Per-class test accuracy</h2>", f"<p>{html.escape(note)}</p>", _img(bars),
+             _html_table(pc_header, pc_rows)]
     _write_html(out_dir / "comparison.html", title, body)
     return out_dir / "comparison.html"

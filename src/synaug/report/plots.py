@@ -56,45 +56,81 @@ def cell_heatmap(matrix: np.ndarray, classes: Sequence[str], groups: Sequence[st
     return _save(fig, path)
 
 
+def _labels_overlap(fig, labels) -> bool:
+    """Whether any two tick labels' boxes overlap once drawn."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in labels if t.get_text()]
+    return any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+
+
+def fit_xticklabels(fig, ax) -> None:
+    """Keep x tick labels apart: horizontal when they fit, else turned upright (90 degrees)."""
+    labels = ax.get_xticklabels()
+    if _labels_overlap(fig, labels):
+        for t in labels:
+            t.set_rotation(90)
+            t.set_ha("center")
+            t.set_va("top")
+
+
 def per_class_accuracy(classes: Sequence[str], train_counts: np.ndarray, acc: dict[str, np.ndarray],
-                       path: Path) -> Path:
-    """Grouped bars of per-class accuracy for each named model, classes sorted by train count."""
+                       path: Path, show_counts: bool = True) -> Path:
+    """Grouped bars of per-class accuracy for each named model, classes sorted by train count.
+
+    ``acc[name][i]`` is the accuracy on ``classes[i]`` (NaN: no bar). Class names are never
+    drawn on top of each other (see :func:`fit_xticklabels`).
+    """
     order = np.argsort(-np.asarray(train_counts), kind="stable")
     x = np.arange(len(order))
     names = list(acc)
     w = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(order) * max(1, len(names) / 2) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, len(order) * (0.3 + 0.15 * len(names)) + 2), 3.6))
     for k, name in enumerate(names):
-        ax.bar(x + (k - (len(names) - 1) / 2) * w, 100 * np.asarray(acc[name])[order], w, label=name)
+        ax.bar(x + (k - (len(names) - 1) / 2) * w, 100 * np.asarray(acc[name], dtype=float)[order], w, label=name)
     if len(order) <= 40:
-        ax.set_xticks(x, [f"{classes[i]}\n({int(train_counts[i])})" for i in order], fontsize=7)
+        ticks = [f"{classes[i]}\n({int(train_counts[i])})" if show_counts else classes[i] for i in order]
+        ax.set_xticks(x, ticks, fontsize=7)
+        fit_xticklabels(fig, ax)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("per-class accuracy, classes sorted by real training count")
+    ax.set_title("per-class accuracy, classes sorted by real training count"
+                 + ("" if show_counts else " (first run)"))
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def sample_grid(classes: Sequence[str], real: dict[int, list[Path]], synthetic: dict[int, list[Path]],
-                path: Path, per_class: int = 4) -> Path:
-    """One row per class: ``per_class`` real images, then ``per_class`` synthetic ones."""
+                path: Path, per_class: int = 4, tile: int = 32) -> Path:
+    """One row per class: ``per_class`` real images, a red line, then ``per_class`` synthetic ones.
+
+    The images are pasted into one mosaic (``tile`` px squares) drawn as a single image: fast
+    for many classes, and the line where real ends and synthetic begins is one artist
+    (``gid="real-synthetic-divider"``) with "real" / "synthetic" written above the halves.
+    """
     from PIL import Image
 
-    C = len(classes)
-    fig, axes = plt.subplots(C, 2 * per_class, figsize=(2 * per_class * 0.9, C * 0.95), squeeze=False)
+    C, gap, mid = len(classes), 2, 12
+    step = tile + gap
+    half = per_class * step
+    mosaic = np.full((C * step + gap, 2 * half + mid + gap, 3), 255, dtype=np.uint8)
     for c in range(C):
-        for j in range(2 * per_class):
-            ax = axes[c][j]
-            ax.axis("off")
-            src = real if j < per_class else synthetic
-            files = src.get(c, [])
-            k = j % per_class
-            if k < len(files):
-                with Image.open(files[k]) as im:
-                    ax.imshow(np.asarray(im.convert("RGB")))
-            if j == 0:
-                ax.set_title(classes[c], fontsize=7, loc="left")
-    fig.suptitle("left: real, right: synthetic", fontsize=9)
+        for side, files in ((0, real.get(c, [])), (1, synthetic.get(c, []))):
+            for k, f in enumerate(files[:per_class]):
+                with Image.open(f) as im:
+                    a = np.asarray(im.convert("RGB").resize((tile, tile), Image.BICUBIC))
+                y = gap + c * step
+                x = gap + side * (half + mid) + k * step
+                mosaic[y:y + tile, x:x + tile] = a
+    fig, ax = plt.subplots(figsize=(2 * per_class * 0.5 + 1.6, C * 0.5 + 0.8))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([gap + c * step + tile / 2 for c in range(C)], list(classes), fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_xticks([half / 2, half + mid + half / 2], ["real", "synthetic"], fontsize=9, fontweight="bold")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.axvline(half + gap / 2 + mid / 2, color="#c00000", linewidth=2, gid="real-synthetic-divider")
     return _save(fig, path)
 
 

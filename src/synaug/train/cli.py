@@ -17,9 +17,33 @@ def _overrides(items) -> dict:
 
 
 def _read_manifest(path: str, root: str | None = None):
+    from ..manifest import read_manifest
+
+    return read_manifest(path, root=None if Path(path).is_dir() else root, root_for_plain_only=True)
+
+
+def _read_manifests(paths: list[str], root: str | None = None):
+    """One manifest from one or more files / image folders (joined as ``synaug manifest merge``)."""
     from ..manifest import Manifest
 
-    return Manifest.read(path, root=root)
+    if root and not Path(root).exists():
+        raise SynaugError(f"--data-root not found: {root}")
+    parts = [_read_manifest(p, root) for p in paths]
+    return parts[0] if len(parts) == 1 else Manifest.merge(parts)
+
+
+def _note(msg: str) -> None:
+    import sys
+
+    print(f"synaug: {msg}", file=sys.stderr)
+
+
+def _without_test_rows(m, what: str, use: str):
+    """The train/val rows of ``m``; says how many test rows are left for ``synaug evaluate``."""
+    n_test = int((m.df["split"] == "test").sum())
+    if n_test:
+        _note(f"{what}: {use}; its {n_test} test rows are not read (they are for `synaug evaluate`)")
+    return m.split("train", "val") if n_test else m
 
 
 def register(sub) -> None:
@@ -29,15 +53,19 @@ def register(sub) -> None:
         help="train encoder + head (SYNAuG step 2: Mixup on the uniformized set)",
         description="Train a classifier on the split == 'train' rows of --train-manifest (real and\n"
                     "synthetic). Model selection uses --val-manifest, else the 'val' rows of the\n"
-                    "training manifest, else the last epoch. Test rows are refused.\n"
-                    "Resumes from OUT/last.json unless --no-resume.\n\n"
+                    "training manifest, else the last epoch. Test rows in the file are never read\n"
+                    "(they are for `synaug evaluate`). Repeat --train-manifest to train on several\n"
+                    "files joined (e.g. your real rows + OUT/synthetic.parquet of `synaug generate`).\n"
+                    "Resumes from OUT/last.json unless --no-resume; a finished run given more epochs\n"
+                    "continues where that is sound (same learning rates for the epochs done).\n\n"
                     "Outputs in OUT: model.safetensors (selected), best_NNNN.safetensors, last.json,\n"
                     "epoch_NNNN[.state].safetensors, history.json, summary.json, config.yaml.\n"
                     "Config keys: seed epochs batch_size model.* optim.* schedule.* mix.* augment.*\n"
                     "algorithm.* (ce resample reweight balanced_softmax ldam_drw group_dro\n"
                     "weight_balancing) data.* device channels_last compile amp select_metric.")
     p.add_argument("--config", "-c", help="train config YAML (default: the CIFAR-LT recipe)")
-    p.add_argument("--train-manifest", required=True, help="manifest with the training rows")
+    p.add_argument("--train-manifest", required=True, action="append",
+                   help="manifest (or image folder) with the training rows; repeat to join several")
     p.add_argument("--val-manifest", help="manifest with the validation rows (model selection)")
     p.add_argument("--data-root", help="root of real rows for plain-table manifests")
     p.add_argument("--out", "-o", required=True, help="run folder")
@@ -51,13 +79,15 @@ def register(sub) -> None:
         description="Freeze the encoder of --checkpoint and adjust only the head on a subset of the\n"
                     "REAL training rows (split == 'train', source == 'real') of --manifest drawn\n"
                     "uniformly per class (balance_by: class) or class x group (balance_by: cell).\n"
+                    "Test rows in the file are never read (they are for `synaug evaluate`).\n"
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
                     "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"
                     "rows, C tuned on half of val, scaler on the real training features).\n\n"
                     "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.")
     f.add_argument("--config", "-c", help="finetune config YAML")
     f.add_argument("--checkpoint", required=True, help="trained run folder or model .safetensors")
-    f.add_argument("--manifest", required=True, help="manifest holding the real training rows")
+    f.add_argument("--manifest", required=True, action="append",
+                   help="manifest (or image folder) holding the real training rows; repeat to join several")
     f.add_argument("--val-manifest", help="validation rows (default: val rows of --manifest)")
     f.add_argument("--data-root", help="root of real rows for plain-table manifests")
     f.add_argument("--out", "-o", required=True, help="output folder")
@@ -91,9 +121,24 @@ def _train(args) -> int:
     from .config import TrainConfig
     from .loop import train_model
 
+    from ..checks import check_model, train_warnings
+    from ..io import check_writable
+
     cfg = load(TrainConfig, args.config, _overrides(args.set))
-    train_m = _read_manifest(args.train_manifest, args.data_root)
+    check_model(cfg)
+    for w in train_warnings(cfg):
+        _note(f"warning: {w}")
+    train_m = _read_manifests(args.train_manifest, args.data_root)
+    names = " + ".join(args.train_manifest)
+    n = {s: int((train_m.df["split"] == s).sum()) for s in ("train", "val")}
+    train_m = _without_test_rows(train_m, names, f"training on its {n['train']} train rows"
+                                 + (f", selecting on its {n['val']} val rows" if n["val"] and not args.val_manifest else ""))
     val_m = _read_manifest(args.val_manifest, args.data_root) if args.val_manifest else None
+    if val_m is not None:
+        val_m = _without_test_rows(val_m, args.val_manifest, "selecting the model on its train/val rows")
+    check_writable(args.out)
+    if not args.no_resume:
+        _say_resume(cfg, Path(args.out), train_m)
     try:
         res = train_model(train_m, val_m, cfg, args.out, resume=not args.no_resume)
     finally:
@@ -110,16 +155,38 @@ def _train(args) -> int:
     return 0
 
 
+def _say_resume(cfg, out: Path, train_m) -> None:
+    """Tell what a rerun into an existing run folder does (continue, extend or refuse)."""
+    from .checkpoint import read_last
+    from .loop import manifest_fingerprint, resume_decision
+
+    last = read_last(out) if out.is_dir() else None
+    if last is None:
+        return
+    action, reason = resume_decision(last, cfg, manifest_fingerprint(train_m.split("train")))
+    done = int(last["epoch"]) + 1
+    if action == "extend":
+        _note(f"extending the run in {out}: {reason}; continuing at epoch {done + 1} of {cfg.epochs}")
+    elif action == "resume" and done < cfg.epochs:
+        _note(f"resuming the run in {out} after epoch {done}")
+
+
 def _finetune(args) -> int:
     from ..config import load
     from .checkpoint import load_checkpoint
     from .config import FinetuneConfig
     from .finetune import finetune_last_layer
 
+    from ..io import check_writable
+
     cfg = load(FinetuneConfig, args.config, _overrides(args.set))
     model = load_checkpoint(args.checkpoint)
-    m = _read_manifest(args.manifest, args.data_root)
+    m = _read_manifests(args.manifest, args.data_root)
+    m = _without_test_rows(m, " + ".join(args.manifest), "fine-tuning on its real train rows")
     val = _read_manifest(args.val_manifest, args.data_root) if args.val_manifest else None
+    if val is not None:
+        val = _without_test_rows(val, args.val_manifest, "using its train/val rows")
+    check_writable(args.out)
     model = finetune_last_layer(model, m, cfg, args.out, val)
     rec = model.meta["finetune"]
     print(json.dumps({k: rec[k] for k in rec if k != "history"}, indent=2, default=str))
@@ -134,9 +201,12 @@ def _evaluate(args) -> int:
     from .config import DataConfig
     from .evaluate import evaluate, real_train_counts
 
+    from ..io import check_writable
+
     model = load_checkpoint(args.checkpoint)
     meta = getattr(model, "meta", {})
     m = _read_manifest(args.manifest, args.data_root)
+    check_writable(args.out)
     part = m if args.split == "all" else m.split(args.split)
     if len(part) == 0:
         raise SynaugError(f"manifest {args.manifest} has no {args.split} rows")

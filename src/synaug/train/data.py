@@ -112,7 +112,7 @@ def decode_manifest(manifest: Manifest, image_size: Optional[int] = None, cache_
     shapes = {im.shape for im in imgs}
     if len(shapes) > 1:
         raise SynaugError(f"images have {len(shapes)} different sizes (e.g. {sorted(shapes)[:2]}); "
-                          f"set data.image_size to resize them")
+                          f"set data.image_size to resize them (train.data.image_size in a run config)")
     arr = np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2))
     if cache_file is not None:
         with atomic_path(cache_file) as tmp:
@@ -341,7 +341,7 @@ class _SelfSizedCrop(torch.nn.Module):
 
 def _collate(items):
     if len({x.shape for x, _ in items}) > 1:
-        raise SynaugError("images in a batch have different sizes; set data.image_size")
+        raise SynaugError("images in a batch have different sizes; set data.image_size (train.data.image_size in a run config)")
     return torch.stack([x for x, _ in items]), torch.tensor([i for _, i in items], dtype=torch.long)
 
 

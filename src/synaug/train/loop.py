@@ -107,18 +107,49 @@ def make_mixer(cfg: TrainConfig):
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
-def _check_resume(last: dict, cfg_dump: dict, fingerprint: str, out_dir: Path) -> None:
+def resume_decision(last: dict, cfg: TrainConfig, fingerprint: str) -> tuple[str, str]:
+    """Can a run folder whose ``last.json`` is ``last`` continue under ``cfg``?
+
+    Returns ``(action, reason)``: ``"resume"`` (same config and data), ``"extend"`` (only
+    ``epochs`` changed and every epoch done would have run identically under the new value:
+    same learning rates, still in the main phase; e.g. more epochs of a multistep or
+    constant schedule) or ``"restart"`` (anything else; ``reason`` says what differs).
+    """
     def strip(d):
         d = {k: v for k, v in d.items() if k not in _RESUME_IGNORED}
         d["data"] = {k: v for k, v in d.get("data", {}).items() if k not in _RESUME_IGNORED_DATA}
         return d
 
-    if strip(last["config"]) != strip(cfg_dump):
-        raise SynaugError(f"{out_dir} holds a run with a different config; use another --out "
-                          f"or start over with --no-resume")
     if last.get("train_fingerprint") != fingerprint:
-        raise SynaugError(f"{out_dir} holds a run on a different training manifest; use another --out "
+        return "restart", "the training rows differ"
+    old, new = strip(last["config"]), strip(dump(cfg))
+    if old == new:
+        return "resume", "same config and training rows"
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed != ["epochs"]:
+        return "restart", f"the config differs in {', '.join(changed)}"
+    done = int(last["epoch"]) + 1
+    was = int(old["epochs"])
+    if done > cfg.epochs or any(h.get("phase", "main") != "main" for h in last.get("history", [])):
+        return "restart", f"{done} epochs were done (of {was}); epochs is now {cfg.epochs}"
+    from .config import ScheduleConfig
+
+    sched = ScheduleConfig.model_validate(old["schedule"])
+    lr = float(old["optim"]["lr"])
+    if any(lr_at(e, lr, was, sched) != lr_at(e, lr, cfg.epochs, sched) for e in range(done)):
+        return "restart", (f"the {sched.name} schedule gives the {done} epochs done other learning rates "
+                           f"with epochs {cfg.epochs} than with {was}")
+    return "extend", f"epochs {was} -> {cfg.epochs}: the {done} epochs done are kept (same learning rates)"
+
+
+def _check_resume(last: dict, cfg: TrainConfig, fingerprint: str, out_dir: Path) -> str:
+    action, reason = resume_decision(last, cfg, fingerprint)
+    if action == "restart":
+        what = "on a different training manifest" if reason == "the training rows differ" else \
+            f"with a different config ({reason})"
+        raise SynaugError(f"{out_dir} holds a run {what}; use another --out "
                           f"or start over with --no-resume")
+    return action
 
 
 def _select_value(metric: str, logits: torch.Tensor, val: Manifest) -> float:
@@ -211,7 +242,8 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
                 t.unlink(missing_ok=True)
     last = ckpt.read_last(out_dir) if resume else None
     if last is not None:
-        _check_resume(last, cfg_dump, fingerprint, out_dir)
+        if _check_resume(last, cfg, fingerprint, out_dir) == "extend" and rank == 0:
+            save_resolved(cfg, out_dir / "config.yaml")
         state = ckpt.load_file_state(out_dir / last["weights"])
         model.load_state_dict(state)
         start = int(last["epoch"]) + 1
