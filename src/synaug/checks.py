@@ -75,9 +75,9 @@ def check_config(cfg: "RunConfig") -> list[str]:
                 raise SynaugError(f"generate.pool.dataset: unknown dataset {pc.dataset!r} "
                                   f"(known: {', '.join(list_datasets())})")
             if pc.manifest == "heldout":
-                if d.imbalance_factor is None:
-                    raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor "
-                                      "(the images the long-tail draw left out)")
+                if d.imbalance_factor is None and d.heldout_fraction is None:
+                    raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor (the images "
+                                      "the long-tail draw left out) or data.heldout_fraction")
             else:
                 _exists(pc.manifest, "generate.pool.manifest", "manifest file or image folder")
             _exists(pc.root, "generate.pool.root", "folder")
