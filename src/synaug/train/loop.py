@@ -23,6 +23,7 @@ from ..config import dump, save_resolved
 from ..errors import SynaugError
 from ..io import write_json_atomic
 from ..manifest import Manifest
+from ..threads import describe as describe_threads
 from ..models import Classifier, create_model
 from . import checkpoint as ckpt
 from . import distributed as ddp
@@ -272,7 +273,7 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "num_train": len(train_m), "num_val": len(val_m) if val_m is not None else 0,
             "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
             "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
-            "step": {"mode": mode, "why": mode_why, "compile": cfg.compile}})
+            "step": {"mode": mode, "why": mode_why, "compile": cfg.compile}, "cpu": describe_threads()})
     ddp.barrier()
     final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
     return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)
