@@ -1,22 +1,25 @@
-"""Training-loop throughput: ours vs a per-sample PIL DataLoader vs pure compute, ONE run.
+"""Training-step throughput: our step (eager / compiled / CUDA graphs) vs pure compute vs a
+per-sample PIL DataLoader, ONE run, ratios printed.
 
-Methods (same model, same batch size, same Mixup + SGD step):
+Methods (same model, batch size, Mixup + SGD step; ``ours-*`` is ``synaug.train.step.TrainStep``,
+the step ``synaug train`` runs, one epoch of ``--batches`` batches per round):
 
-* ``ours``        synaug's training epoch (``loop._train_epoch``): decoded uint8 tensor in
-                  memory, batched crop/flip, fused normalisation, channels_last;
-* ``pil-wN``      the reference: per-sample PIL decode + torchvision RandomCrop / Flip /
-                  ToTensor / Normalize in a ``DataLoader`` with N workers;
-* ``compute``     the limit: the step alone on pre-loaded, pre-normalised float tensors
-                  (channels_last; ``compute-contiguous`` shows the layout choice);
-* ``compute-bf16`` the same step under ``torch.autocast(bfloat16)`` (``amp: bf16``);
-* ``data-*``     the data side alone (batches + Mixup, no model), ours vs the DataLoaders;
-* inference with ``inference_mode``: channels_last vs contiguous (and compiled with --compile).
+* ``ours-eager``          the step run eagerly (decoded uint8 tensor in memory, gather + crop/flip +
+                          normalise + Mixup on the device, no host sync per step);
+* ``ours-compiled``       the same with ``compile: true`` (torch.compile of the forward half);
+* ``ours-graph``          (CUDA) the whole step replayed as CUDA graphs (``cuda_graph: auto``);
+* ``ours-compiled+graph`` (CUDA) both;
+* ``compute``             the limit: model step alone on pre-loaded, pre-normalised float tensors,
+                          Mixup by two tensor ops, eager; ``compute-graph`` (CUDA) the same captured
+                          as one CUDA graph (the launch-free ceiling); ``compute-bf16`` under autocast;
+* ``pil-wN``              (CPU by default) per-sample PIL decode + torchvision transforms in a
+                          DataLoader with N workers, torchvision v2 MixUp.
 
-The methods run in interleaved rounds (round-robin, after one warm-up round) so that load
-from other processes hits all of them alike; the table shows the median and best round and
-the ratios are medians of per-round ratios.
+The methods run in interleaved rounds (after one warm-up round) so that load from other
+processes hits all alike; ratios are medians of per-round ratios.
 
-    .venv/bin/python benchmarks/bench_train.py [--rounds 3] [--batches 10] [--batch 128] [--compile]
+    .venv/bin/python benchmarks/bench_train.py [--device cpu|cuda] [--rounds 3] [--batches 10]
+        [--batch 128] [--compile] [--pil-workers 0 2]
 
 Uses the shared CIFAR-10 JPEGs (32x32) when available, else generated PNGs (--toy).
 """
@@ -28,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,8 +39,6 @@ import torch.nn.functional as F
 def _images(n: int, toy: bool, tmp: Path):
     if not toy:
         try:
-            import numpy as np
-
             from synaug.data import load_dataset
 
             m = load_dataset("shared-cifar10")
@@ -51,77 +53,60 @@ def _images(n: int, toy: bool, tmp: Path):
     return make_toy_manifest(tmp, [n // 10] * 10, size=32, seed=0), "generated PNG"
 
 
-def _model(name, C, channels_last):
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _model(name, C, dev):
     from synaug.models import create_model
 
     torch.manual_seed(0)
-    m = create_model(name, C)
-    return m.to(memory_format=torch.channels_last) if channels_last else m
+    return create_model(name, C).to(dev).to(memory_format=torch.channels_last)
 
 
 class Ours:
-    def __init__(self, manifest, args, cache):
+    """synaug's step (TrainStep) in one mode; one call = one epoch of ``--batches`` batches."""
+
+    def __init__(self, manifest, args, cache, dev, cuda_graph="off", compile_=False):
         from synaug.train.algorithms import DataInfo, build_algorithm
         from synaug.train.config import TrainConfig
         from synaug.train.data import ImageSet
-        from synaug.train.loop import make_mixer
         from synaug.train.optim import build_optimizer
+        from synaug.train.step import TrainStep, choose_mode
 
-        self.cfg = TrainConfig.model_validate({"batch_size": args.batch, "progress": False,
-                                               "data": {"cache_dir": str(cache), "mode": "memory"},
-                                               "model": {"name": args.model}})
-        self.dev = torch.device("cpu")
+        self.cfg = TrainConfig.model_validate({
+            "batch_size": args.batch, "progress": False, "cuda_graph": cuda_graph, "compile": compile_,
+            "data": {"cache_dir": str(cache), "mode": "memory"}, "model": {"name": args.model}})
+        self.dev = dev
         t0 = time.perf_counter()
-        self.images = ImageSet(manifest, self.cfg.data, "training", self.dev, True)
+        self.images = ImageSet(manifest, self.cfg.data, "training", dev, True)
         self.decode_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ImageSet(manifest, self.cfg.data, "training", self.dev, True)
-        self.cached_s = time.perf_counter() - t0
         C = manifest.num_classes
-        self.model = _model(args.model, C, True)
+        self.model = _model(args.model, C, dev)
         info = DataInfo(manifest.df["label"].to_numpy(), manifest.df["group"].to_numpy(), C, 0, 1)
-        self.algo = build_algorithm(self.cfg.algorithm, info, self.dev)
-        self.opt = build_optimizer(self.model.parameters(), self.cfg.optim)
-        self.mixer = make_mixer(self.cfg)
+        algo = build_algorithm(self.cfg.algorithm, info, dev)
+        opt = build_optimizer(self.model.parameters(), self.cfg.optim)
+        mode, _ = choose_mode(self.cfg, dev, 1, algo)
+        self.step = TrainStep(self.model, self.model, opt, algo, self.images, self.cfg, dev, None, mode)
+        self.step.set_optimizer(opt)
         self.epoch = 0
+        t0 = time.perf_counter()
+        self()                      # first epoch: compilation / warm-up / first captures
+        self.first_s = time.perf_counter() - t0
 
     def __call__(self) -> float:
-        from synaug.train.loop import _train_epoch
+        from synaug.train.data import split_batches
 
         self.epoch += 1
-        row = _train_epoch(self.model, self.model, self.opt, self.algo, self.images, self.cfg, self.epoch,
-                           self.epoch + 1, "main", self.mixer, None, self.dev, 0, 1)
-        return row["img_per_s"]
-
-
-class OursData:
-    """Only the data side of ours: batches (gather, crop/flip, normalise) + Mixup, no model."""
-
-    def __init__(self, ours: Ours):
-        self.ours = ours
-
-    def __call__(self) -> float:
-        o = self.ours
-        gen = torch.Generator().manual_seed(0)
-        n, t0 = 0, time.perf_counter()
-        for b in o.images.batches(torch.randperm(len(o.images), generator=gen), o.cfg.batch_size,
-                                  o.cfg.augment, gen):
-            o.mixer(b.x, F.one_hot(b.y, 10).float())
-            n += len(b.y)
-        return n / (time.perf_counter() - t0)
-
-
-class PILData:
-    """Only the data side of the reference loop: the DataLoader + Mixup, no model."""
-
-    def __init__(self, pil: "PIL"):
-        self.pil = pil
-
-    def __call__(self) -> float:
-        n, t0 = 0, time.perf_counter()
-        for x, y in self.pil.loader:
-            self.pil.mixer(x, F.one_hot(y, self.pil.C).float())
-            n += len(y)
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.epoch))
+        chunks = split_batches(order, self.cfg.batch_size)
+        self.model.train()
+        _sync(self.dev)
+        t0 = time.perf_counter()
+        _, n = self.step.run_epoch(self.epoch, chunks, np.random.default_rng(self.epoch),
+                                   np.random.default_rng(self.epoch + 1000), torch.Generator(), True)
+        _sync(self.dev)
         return n / (time.perf_counter() - t0)
 
 
@@ -145,145 +130,146 @@ class _PILSet(torch.utils.data.Dataset):
 
 
 class PIL:
-    def __init__(self, manifest, args, workers):
-        from synaug.train.config import TrainConfig
-        from synaug.train.loop import make_mixer
+    """The reference loop: per-sample PIL DataLoader + torchvision v2 MixUp + SGD, eager."""
 
-        self.C = manifest.num_classes
-        self.model = _model(args.model, self.C, True)
+    def __init__(self, manifest, args, workers, dev):
+        from torchvision.transforms import v2
+
+        self.C, self.dev = manifest.num_classes, dev
+        self.model = _model(args.model, self.C, dev)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-        self.mixer = make_mixer(TrainConfig())
+        self.mixer = v2.MixUp(alpha=1.0)
         self.loader = torch.utils.data.DataLoader(_PILSet(manifest), batch_size=args.batch, shuffle=True,
-                                                  num_workers=workers, persistent_workers=workers > 0)
+                                                  num_workers=workers, persistent_workers=workers > 0,
+                                                  pin_memory=dev.type == "cuda")
 
     def __call__(self) -> float:
         self.model.train()
+        _sync(self.dev)
         n, t0 = 0, time.perf_counter()
-        for x, y in self.loader:  # one epoch over the same images as ours, data wait included
+        for x, y in self.loader:
+            x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
             x, t = self.mixer(x, F.one_hot(y, self.C).float())
             loss = F.cross_entropy(self.model(x.contiguous(memory_format=torch.channels_last)), t)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
             n += len(y)
+        _sync(self.dev)
         return n / (time.perf_counter() - t0)
 
 
 class Compute:
-    def __init__(self, args, C, channels_last, train=True, compile_=False, bf16=False):
-        from synaug.train.config import TrainConfig
-        from synaug.train.loop import make_mixer
+    """The model step alone on pre-loaded normalised tensors (Mixup as two tensor ops)."""
 
-        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = _model(args.model, C, channels_last)
-        self.net = torch.compile(self.model) if compile_ else self.model
-        self.xs = [torch.randn(args.batch, 3, 32, 32).contiguous(memory_format=self.fmt) for _ in range(4)]
-        self.ys = [torch.randint(0, C, (args.batch,)) for _ in range(4)]
-        self.C, self.train, self.steps, self.bf16 = C, train, args.batches, bf16
+    def __init__(self, args, C, dev, graph=False, bf16=False):
+        self.dev, self.C, self.steps, self.bf16 = dev, C, args.batches, bf16
+        self.model = _model(args.model, C, dev)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        self.x = torch.randn(args.batch, 3, 32, 32, generator=g).to(dev).contiguous(memory_format=torch.channels_last)
+        self.t = F.one_hot(torch.randint(0, C, (args.batch,), generator=g), C).float().to(dev)
+        self.perm = torch.randperm(args.batch, generator=g).to(dev)
+        self.lam = torch.full((1,), 0.7, device=dev)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-        self.mixer = make_mixer(TrainConfig())
-        t0 = time.perf_counter()
-        self._step(0)
-        self.first_s = time.perf_counter() - t0  # includes compilation when compiled
+        self.model.train()
+        self.graph = None
+        if graph:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(s)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._step()
 
-    def _step(self, i):
-        if self.train:
-            self.model.train()
-            x, t = self.mixer(self.xs[i % 4], F.one_hot(self.ys[i % 4], self.C).float())
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.net(x.contiguous(memory_format=self.fmt))
-            loss = F.cross_entropy(logits.float(), t)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-        else:
-            self.model.eval()
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                self.net(self.xs[i % 4])
+    def _step(self):
+        x = self.x * self.lam + self.x.index_select(0, self.perm) * (1 - self.lam)
+        t = self.t * self.lam + self.t.index_select(0, self.perm) * (1 - self.lam)
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=self.graph is None):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
 
     def __call__(self) -> float:
-        steps = self.steps if self.train else 3 * self.steps
+        _sync(self.dev)
         t0 = time.perf_counter()
-        for i in range(steps):
-            self._step(i)
-        return steps * self.xs[0].shape[0] / (time.perf_counter() - t0)
+        for _ in range(self.steps):
+            self.graph.replay() if self.graph is not None else self._step()
+        _sync(self.dev)
+        return self.steps * self.x.shape[0] / (time.perf_counter() - t0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--batches", type=int, default=10, help="batches per round and method")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up round)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", default="resnet32")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--pil-workers", type=int, nargs="*", default=[0, 2])
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile (20-35 s cold start)")
+    ap.add_argument("--pil-workers", type=int, nargs="*", default=None, help="default: 0 2 on CPU, none on CUDA")
+    ap.add_argument("--compile", action="store_true", help="also time compile: true (cold start: CPU 30-60 s)")
     ap.add_argument("--toy", action="store_true", help="generated PNGs instead of CIFAR-10")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    workers = args.pil_workers if args.pil_workers is not None else ([] if cuda else [0, 2])
     tmp = Path(tempfile.mkdtemp(prefix="synaug-bench-"))
     manifest, kind = _images(args.batches * args.batch, args.toy, tmp)
     C = manifest.num_classes
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, batch {args.batch}, "
-          f"{len(manifest)} {kind} images per round, fp32, {args.rounds} rounds + 1 warm-up")
-    ours = Ours(manifest, args, tmp / "cache")
-    train = {"ours": ours}
-    for w in args.pil_workers:
-        train[f"pil-w{w}"] = PIL(manifest, args, w)
-    train["compute"] = Compute(args, C, True)
-    data_only = {"data-ours": OursData(ours)}
-    for w in args.pil_workers:
-        data_only[f"data-pil-w{w}"] = PILData(train[f"pil-w{w}"])
-    train["compute-contiguous"] = Compute(args, C, False)
-    train["compute-bf16"] = Compute(args, C, True, bf16=True)
-    infer = {"channels_last": Compute(args, C, True, train=False),
-             "contiguous": Compute(args, C, False, train=False),
-             "bf16+channels_last": Compute(args, C, True, train=False, bf16=True)}
+    name = torch.cuda.get_device_name(dev) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}, {args.model}, batch {args.batch}, {len(manifest)} {kind} images "
+          f"per round, fp32, {args.rounds} rounds + 1 warm-up")
+    train = {"ours-eager": Ours(manifest, args, tmp / "cache", dev)}
+    if cuda:
+        train["ours-graph"] = Ours(manifest, args, tmp / "cache", dev, cuda_graph="on")
     if args.compile:
-        train["compute-compiled"] = Compute(args, C, True, compile_=True)
-        infer["compiled+channels_last"] = Compute(args, C, True, train=False, compile_=True)
-        print(f"torch.compile first step: train {train['compute-compiled'].first_s:.1f} s, "
-              f"inference {infer['compiled+channels_last'].first_s:.1f} s")
-    runs = {k: [] for k in [*train, *(f"infer-{k}" for k in infer), *data_only]}
+        train["ours-compiled"] = Ours(manifest, args, tmp / "cache", dev, compile_=True)
+        if cuda:
+            train["ours-compiled+graph"] = Ours(manifest, args, tmp / "cache", dev, cuda_graph="on", compile_=True)
+    train["compute"] = Compute(args, C, dev)
+    if cuda:
+        train["compute-graph"] = Compute(args, C, dev, graph=True)
+    train["compute-bf16"] = Compute(args, C, dev, bf16=True)
+    for w in workers:
+        train[f"pil-w{w}"] = PIL(manifest, args, w, dev)
+    for k, v in train.items():
+        if isinstance(v, Ours) and k != "ours-eager":
+            print(f"{k}: first epoch (compile / warm-up / captures) {v.first_s:.1f} s")
+    runs = {k: [] for k in train}
     for r in range(args.rounds + 1):
-        for k, fn in [*train.items(), *data_only.items()]:
+        for k, fn in train.items():
             v = fn()
             if r:
                 runs[k].append(v)
-        for k, fn in infer.items():
-            v = fn()
-            if r:
-                runs[f"infer-{k}"].append(v)
-    print(f"decode {len(manifest)} images to a uint8 tensor: {ours.decode_s:.2f} s "
-          f"(from the on-disk cache: {ours.cached_s:.3f} s)\n")
-    print(f"{'images/s':<28}{'median':>9}{'best':>9}")
+    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-eager'].decode_s:.2f} s\n")
+    print(f"{'images/s':<28}{'median':>10}{'best':>10}")
     for k, v in runs.items():
-        print(f"  {k:<26}{statistics.median(v):9.1f}{max(v):9.1f}")
+        print(f"  {k:<26}{statistics.median(v):10.1f}{max(v):10.1f}")
 
     def ratio(a, b):
         return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
 
     print("\nratios (median of per-round ratios):")
     for k in train:
-        if k.startswith("pil"):
-            print(f"  ours / {k:<30}{ratio('ours', k):6.2f}x")
-    print(f"  ours / compute (share of the limit)   {ratio('ours', 'compute'):6.2f}")
+        if k.startswith("ours-") and k != "ours-eager":
+            print(f"  {k} / ours-eager{'':<{22 - len(k)}}{ratio(k, 'ours-eager'):7.2f}x")
+    ceiling = "compute-graph" if cuda else "compute"
+    for k in train:
+        if k.startswith("ours-"):
+            print(f"  {k} / {ceiling}{'':<{22 - len(k) - len(ceiling) + 10}}{ratio(k, ceiling):7.2f}")
+    if cuda:
+        print(f"  compute-graph / compute (launch overhead)  {ratio('compute-graph', 'compute'):7.2f}x")
+    print(f"  compute-bf16 / compute                     {ratio('compute-bf16', 'compute'):7.2f}x")
     for k in train:
         if k.startswith("pil"):
-            print(f"  {k} / compute{'':<{24 - len(k)}}{ratio(k, 'compute'):6.2f}")
-    for k in data_only:
-        if k != "data-ours":
-            print(f"  data side: ours / {k[5:]:<19}{ratio('data-ours', k):6.1f}x")
-    print(f"  train step channels_last / contiguous {ratio('compute', 'compute-contiguous'):6.2f}x")
-    print(f"  inference channels_last / contiguous  {ratio('infer-channels_last', 'infer-contiguous'):6.2f}x")
-    print(f"  train step bf16 autocast / fp32 (CL)  {ratio('compute-bf16', 'compute'):6.2f}x  (amp: bf16)")
-    print(f"  inference bf16 autocast / fp32 (CL)   "
-          f"{ratio('infer-bf16+channels_last', 'infer-channels_last'):6.2f}x")
-    if args.compile:
-        print(f"  train step compiled / eager (CL)      {ratio('compute-compiled', 'compute'):6.2f}x")
-        print(f"  inference compiled / eager (CL)       "
-              f"{ratio('infer-compiled+channels_last', 'infer-channels_last'):6.2f}x")
+            print(f"  ours-eager / {k:<30}{ratio('ours-eager', k):7.2f}x")
 
 
 if __name__ == "__main__":

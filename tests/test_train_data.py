@@ -12,7 +12,7 @@ from synaug.errors import SynaugError
 from synaug.manifest import Manifest
 from synaug.train.config import DataConfig, TrainConfig
 from synaug.train.data import ImageSet, crop_flip, decode_manifest, epoch_order, refuse_test_rows
-from synaug.train.loop import make_mixer
+from synaug.train.step import CUTMIX, MIXUP, draw_mix_plan, mix_batch
 from synaug.train.toydata import make_toy_manifest
 
 
@@ -130,28 +130,36 @@ def test_epoch_order_shuffle_and_resample():
     assert set(epoch_order(3, g, w).tolist()) == {1}
 
 
+def _mix(cfg: TrainConfig, x, y, C, seed):
+    """Draw a one-batch plan as the training step does and apply it."""
+    p = draw_mix_plan(np.random.default_rng(seed), [len(x)], tuple(x.shape[-2:]), cfg.mix, True)
+    xm, t = mix_batch(x, F.one_hot(y, C).float(), torch.from_numpy(p.pair[0]), torch.tensor(p.img_w[:1]),
+                      torch.tensor(p.lab_w[:1]), torch.from_numpy(p.box[0]))
+    return p, xm, t
+
+
 def test_mixup_mixes_images_and_labels():
-    torch.manual_seed(0)
     cfg = TrainConfig.model_validate({"mix": {"mixup": True, "mixup_alpha": 1.0}})
-    mixer = make_mixer(cfg)
     x = torch.stack([torch.full((3, 4, 4), float(i)) for i in range(6)])
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    xm, t = mixer(x, F.one_hot(y, 3).float())
+    p, xm, t = _mix(cfg, x, y, 3, 0)
+    assert p.kind[0] == MIXUP
     assert t.shape == (6, 3) and torch.allclose(t.sum(1), torch.ones(6))
-    assert ((t > 0) & (t < 1)).any(), "labels are not soft"
-    lam = t[0, 0].item()  # row 0 = lam * row0 + (1 - lam) * row5 (torchvision pairs i with i-1)
-    assert torch.allclose(xm[0], lam * x[0] + (1 - lam) * x[5], atol=1e-5)
-    assert make_mixer(TrainConfig.model_validate({"mix": {"mixup": False}})) is None
+    lam, j = float(p.lab_w[0]), int(p.pair[0][0])
+    assert 0 < lam < 1 and j != 0
+    assert torch.allclose(xm[0], lam * x[0] + (1 - lam) * x[j], atol=1e-5)  # row 0 mixed with its partner
+    assert torch.allclose(t[0], lam * F.one_hot(y[0], 3).float() + (1 - lam) * F.one_hot(y[j], 3).float())
 
 
 def test_cutmix_labels_follow_pasted_area():
-    torch.manual_seed(3)
-    mixer = make_mixer(TrainConfig.model_validate({"mix": {"mixup": False, "cutmix": True}}))
+    cfg = TrainConfig.model_validate({"mix": {"mixup": False, "cutmix": True, "cutmix_prob": 1.0}})
     x = torch.stack([torch.full((1, 8, 8), float(i)) for i in range(4)])
-    xm, t = mixer(x, F.one_hot(torch.arange(4), 4).float())
-    for i in range(4):
-        own = (xm[i] == i).float().mean().item()
-        assert t[i, i].item() == pytest.approx(own, abs=1e-6)
+    for seed in range(5):
+        p, xm, t = _mix(cfg, x, torch.arange(4), 4, seed)
+        assert p.kind[0] == CUTMIX
+        for i in range(4):
+            own = (xm[i] == i).float().mean().item()
+            assert t[i, i].item() == pytest.approx(own, abs=1e-6)
 
 
 def test_refuse_test_rows(toy, tmp_path):

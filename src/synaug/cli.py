@@ -1,6 +1,8 @@
 """Thin command-line front: each stage module registers its own sub-command.
 
 Every ``SynaugError`` (bad input, bad config) is printed as one line and exits with 2.
+``synaug [--threads N|auto] [--omp-wait auto|passive|active|unset] COMMAND ...`` sets the CPU thread
+count and OpenMP wait policy before torch is imported (``synaug.threads``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ COMMAND_MODULES = [
     "synaug.run",
     "synaug.demo",
     "synaug.report.cli",
+    "synaug.sweep",
 ]
 
 
@@ -41,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
 # ~0.5 s instead of ~2.5 s to start). --help, or a command missing here, imports every module.
 _COMMAND_HOME = {"inspect": "synaug.inspect", "manifest": "synaug.manifest", "plan": "synaug.plan", "generate": "synaug.generate.cli",
                  "train": "synaug.train.cli", "finetune": "synaug.train.cli", "evaluate": "synaug.train.cli",
-                 "run": "synaug.run", "demo": "synaug.demo", "report": "synaug.report.cli"}
+                 "run": "synaug.run", "demo": "synaug.demo", "report": "synaug.report.cli",
+                 "sweep": "synaug.sweep"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -51,6 +55,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="SYNAuG: uniformize an imbalanced image dataset with generated images, "
                     "train with Mixup, fine-tune the last layer on balanced real data.")
     parser.add_argument("--version", action="version", version=f"synaug {_version()}")
+    parser.add_argument("--threads", metavar="N|auto", default=None,
+                        help="CPU threads for torch (default: $SYNAUG_THREADS, else auto = one per core)")
+    parser.add_argument("--omp-wait", choices=["auto", "passive", "active", "unset"], default=None,
+                        help="OpenMP wait policy (default: $SYNAUG_OMP_WAIT, else auto = passive unless "
+                             "OMP_WAIT_POLICY is set): passive keeps throughput up when other processes "
+                             "share the cores")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     home = _COMMAND_HOME.get(command) if command else None
     first = [home] if home in COMMAND_MODULES else []
@@ -76,9 +86,31 @@ def _version() -> str:
         return "unknown"
 
 
+def _global_options(argv: list[str]) -> tuple[dict, int]:
+    """``--threads`` / ``--omp-wait`` given before the command, and the command's position."""
+    opts, i = {}, 0
+    while i < len(argv) and argv[i].startswith("-"):
+        key, _, val = argv[i].partition("=")
+        if key in ("--threads", "--omp-wait"):
+            if not val and i + 1 < len(argv):
+                i += 1
+                val = argv[i]
+            opts[key[2:].replace("-", "_")] = val
+        i += 1
+    return opts, i
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
+    opts, pos = _global_options(argv)
+    try:  # before any command module is imported: some import torch, which starts OpenMP
+        from .threads import configure
+
+        configure(opts.get("threads"), opts.get("omp_wait"))
+    except SynaugError as e:
+        print(f"synaug: error: {e}", file=sys.stderr)
+        return 2
+    parser = build_parser(argv[pos] if pos < len(argv) else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

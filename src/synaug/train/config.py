@@ -51,13 +51,20 @@ class ScheduleConfig(Strict):
 
 
 class MixConfig(Strict):
-    """Batch-level Mixup / CutMix (torchvision.transforms.v2) over real and synthetic rows."""
+    """Batch-level Mixup / CutMix over real and synthetic rows (drawn per batch on the host,
+    applied on the device inside the training step; see ``synaug.train.step``).
+
+    A batch is offered for mixing with probability ``prob``; with both mixers on, one of them
+    is picked uniformly. Mixup then mixes it (every offered batch); CutMix pastes a box into it
+    with probability ``cutmix_prob`` (CutMix's CIFAR recipe: 0.5), else it stays unmixed.
+    """
 
     mixup: bool = True
     mixup_alpha: float = Field(1.0, gt=0)
     cutmix: bool = False
     cutmix_alpha: float = Field(1.0, gt=0)
-    prob: float = Field(1.0, ge=0, le=1)  # fraction of batches that are mixed
+    cutmix_prob: float = Field(0.5, ge=0, le=1)  # CutMix applied to this share of the batches offered
+    prob: float = Field(1.0, ge=0, le=1)  # share of batches offered for mixing
 
 
 class AugmentConfig(Strict):
@@ -184,7 +191,8 @@ class TrainConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     channels_last: bool = True           # fastest on this CPU and on GPUs
-    compile: bool = False                # torch.compile (20-35 s cold start on CPU)
+    compile: bool | Literal["default", "max-autotune"] = False  # torch.compile the step's forward (cold start)
+    cuda_graph: Literal["auto", "on", "off"] = "auto"  # whole step as CUDA graphs (auto: on where possible)
     amp: Literal["off", "bf16", "fp16"] = "off"
     select_metric: Literal["top1", "mean_class", "worst_group"] = "top1"  # on the val split
     eval_every: int = Field(1, ge=1)     # validation every N epochs (and at the last)

@@ -128,19 +128,27 @@ def crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Genera
     Same distribution as ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` applied per
     image: offsets are uniform in ``[0, 2 * padding]``, each image flipped with p = 0.5.
     """
-    B, C, H, W = x.shape
-    dev = x.device
+    B = x.shape[0]
     if padding <= 0 and not flip:
         return x
+    oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
+    ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
+    flipped = torch.rand(B, generator=generator) < 0.5 if flip else torch.zeros(B, dtype=torch.bool)
+    return crop_flip_at(x, oy.to(x.device), ox.to(x.device), flipped.to(x.device), padding)
+
+
+def crop_flip_at(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flipped: torch.Tensor,
+                 padding: int) -> torch.Tensor:
+    """Crop ``x`` (zero-padded by ``padding``) at offsets ``(oy, ox)`` and flip the rows where
+    ``flipped``: one gather, no host synchronisation (offsets and flags are tensors on ``x``'s
+    device), so it can run inside a compiled or CUDA-graphed training step."""
+    B, C, H, W = x.shape
+    dev = x.device
     if padding > 0:
         x = F.pad(x, (padding, padding, padding, padding))
-    oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(dev)
-    ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(dev)
     rows = oy[:, None] + torch.arange(H, device=dev)
     cols = ox[:, None] + torch.arange(W, device=dev)
-    if flip:
-        flipped = (torch.rand(B, generator=generator) < 0.5).to(dev)
-        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+    cols = torch.where(flipped[:, None], cols.flip(1), cols)
     b = torch.arange(B, device=dev)[:, None, None, None]
     c = torch.arange(C, device=dev)[None, :, None, None]
     return x[b, c, rows[:, None, :, None], cols[:, None, None, :]]
@@ -229,8 +237,7 @@ class ImageSet:
         With ``world > 1`` each rank gets rows ``rank::world`` of every global batch; a final
         batch smaller than ``world`` is dropped so that every rank takes the same steps.
         """
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        chunks = [c[rank::world] for c in chunks if len(c) >= world]
+        chunks = split_batches(order, batch_size, rank, world)
         if self.mode == "memory":
             yield from self._memory_batches(chunks, augment, generator)
         else:
@@ -248,6 +255,30 @@ class ImageSet:
     def _finish(self, x: torch.Tensor, idx: torch.Tensor) -> Batch:
         x = self.norm(x.to(self.device, non_blocking=True))
         return Batch(x, self.labels[idx].to(self.device), self.groups[idx].to(self.device), idx)
+
+    def stream_batches(self, chunks: list[torch.Tensor], augment: Optional[AugmentConfig],
+                       generator: torch.Generator) -> Iterator[Batch]:
+        """Decode + transform ``chunks`` (row numbers per batch) in DataLoader workers."""
+        return self._stream_batches(chunks, augment, generator)
+
+    def on_device(self, which: str) -> torch.Tensor:
+        """``labels`` or ``groups`` as a tensor on the training device (made once)."""
+        key = f"_{which}_dev"
+        if getattr(self, key, None) is None:
+            setattr(self, key, getattr(self, which).to(self.device))
+        return getattr(self, key)
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """Height and width of the images served (after ``data.image_size``)."""
+        if self.images is not None:
+            return int(self.images.shape[-2]), int(self.images.shape[-1])
+        if self.data.image_size is not None:
+            return self.data.image_size, self.data.image_size
+        from PIL import Image
+
+        with Image.open(self.manifest.abspaths()[0]) as im:
+            return im.size[1], im.size[0]
 
     def _stream_batches(self, chunks, augment, generator) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
@@ -346,6 +377,14 @@ def _collate(items):
 
 
 # ------------------------------------------------------------------ orders
+def split_batches(order: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """``order`` cut into global batches of ``batch_size``; each rank keeps rows ``rank::world``
+    of every batch, and a final batch smaller than ``world`` is dropped (every rank takes the
+    same number of steps)."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [c[rank::world] for c in chunks if len(c) >= world]
+
+
 def epoch_order(n: int, generator: torch.Generator, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """A shuffled order of ``n`` rows, or ``n`` draws with replacement ∝ ``weights`` (re-sampling)."""
     if weights is None:

@@ -4,34 +4,35 @@
 selection on the *validation* split only), checkpoints every epoch and resumes from the
 last complete epoch; a resumed run ends with the same weights as an uninterrupted one
 (fixed seeds, same device), because every random stream is re-seeded from
-``(seed, epoch, rank)`` at the start of each epoch.
+``(seed, epoch, rank)`` at the start of each epoch. The step itself (``synaug.train.step``)
+never waits for the device: on a GPU it is replayed as CUDA graphs (``cuda_graph: auto``).
 """
 from __future__ import annotations
 
 import hashlib
 import re
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import dump, save_resolved
 from ..errors import SynaugError
 from ..io import write_json_atomic
 from ..manifest import Manifest
+from ..threads import describe as describe_threads
 from ..models import Classifier, create_model
 from . import checkpoint as ckpt
 from . import distributed as ddp
 from .algorithms import Algorithm, DataInfo, build_algorithm
 from .config import TrainConfig
-from .data import ImageSet, epoch_order, refuse_test_rows
+from .data import ImageSet, epoch_order, refuse_test_rows, split_batches
 from .evaluate import cell_ids, predict_logits, resolve_device
 from .optim import build_optimizer, lr_at, set_lr
+from .step import TrainStep, choose_mode
 
 # temp names synaug.io.atomic_path gives the files a run writes (".<name>.<random>.tmp")
 _OWN_TEMP = re.compile(r"^\.(epoch_\d+(\.state)?\.safetensors|best_\d+\.safetensors|model\.safetensors|"
@@ -87,24 +88,6 @@ def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
         return create_model(cfg.model.name, num_classes, **kw)
     except TypeError as e:
         raise SynaugError(f"model {cfg.model.name!r}: unsupported option ({e})") from None
-
-
-def make_mixer(cfg: TrainConfig):
-    """torchvision.transforms.v2 MixUp / CutMix (or a random choice of both), or None.
-
-    Labels are passed as ``(B, K)`` probabilities, so extra columns (group membership for
-    Group-DRO) are mixed with exactly the same pairs and weights as the class labels.
-    """
-    from torchvision.transforms import v2
-
-    mixers = []
-    if cfg.mix.mixup:
-        mixers.append(v2.MixUp(alpha=cfg.mix.mixup_alpha))
-    if cfg.mix.cutmix:
-        mixers.append(v2.CutMix(alpha=cfg.mix.cutmix_alpha))
-    if not mixers:
-        return None
-    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 def resume_decision(last: dict, cfg: TrainConfig, fingerprint: str) -> tuple[str, str]:
@@ -260,21 +243,24 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
         (out_dir / "last.json").unlink(missing_ok=True)  # --no-resume: never point at an old run
         save_resolved(cfg, out_dir / "config.yaml")
 
-    mixer = make_mixer(cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
-    net = None
+    mode, mode_why = choose_mode(cfg, device, world, algo)
+    step: Optional[TrainStep] = None
     for epoch in range(start, total_epochs):
         ph = phase(epoch)
         if epoch == start or (ph == "head" and phase(epoch - 1) == "main"):
             if epoch != start:
                 optimizer = _optimizer_for(model, ph, cfg, algo)
-            net = _prepare(model, ph, cfg, device)
+            net = _prepare(model, ph, device)
             algo.start_phase(model, ph)
+            if step is None:
+                step = TrainStep(net, model, optimizer, algo, train_set, cfg, device, scaler, mode)
+            step.net = net
+            step.set_optimizer(optimizer)
         lr = (lr_at(epoch, cfg.optim.lr, cfg.epochs, cfg.schedule) if ph == "main"
               else algo.head_lr(epoch - cfg.epochs, cfg.optim.lr))
         set_lr(optimizer, lr)
-        row = _train_epoch(net, model, optimizer, algo, train_set, cfg, epoch, total_epochs, ph,
-                           mixer, scaler, device, rank, world)
+        row = _train_epoch(step, model, algo, train_set, cfg, epoch, total_epochs, ph, rank, world)
         algo.after_epoch(model, epoch)
         row["lr"] = lr
         row["phase"] = ph
@@ -320,7 +306,8 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "select_metric": cfg.select_metric if best["epoch"] is not None else None,
             "num_train": len(train_m), "num_val": len(val_m) if val_m is not None else 0,
             "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
-            "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync})
+            "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
+            "step": {"mode": mode, "why": mode_why, "compile": cfg.compile}, "cpu": describe_threads()})
     ddp.barrier()
     final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
     return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)
@@ -337,68 +324,35 @@ def _optimizer_for(model: Classifier, ph: str, cfg: TrainConfig, algo: Algorithm
     return build_optimizer(model.head.parameters(), cfg.optim, o.get("lr"), o.get("weight_decay"))
 
 
-def _prepare(model: Classifier, ph: str, cfg: TrainConfig, device) -> torch.nn.Module:
+def _prepare(model: Classifier, ph: str, device) -> torch.nn.Module:
     if ph == "head":
         model.encoder.requires_grad_(False)
-    net = ddp.wrap(model, device)
-    if cfg.compile:
-        net = torch.compile(net)
-    return net
+    return ddp.wrap(model, device)  # cfg.compile is applied by TrainStep to the whole forward
 
 
-def _train_epoch(net, model, optimizer, algo, train_set, cfg, epoch, total_epochs, ph, mixer, scaler,
-                 device, rank, world) -> dict:
+def _train_epoch(step: TrainStep, model, algo, train_set, cfg, epoch, total_epochs, ph, rank, world) -> dict:
     from tqdm.auto import tqdm
 
-    C = model.num_classes
     # every random stream of this epoch derives from (seed, epoch[, rank]): exact resumption
     order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1))
-    aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 2, rank))
-    torch.manual_seed(seed_for(cfg.seed, epoch, 3, rank))
-    weights = algo.sample_weights()
-    order = epoch_order(len(train_set), order_gen, weights)
-    net.train()
+    aug_seed, mix_seed = seed_for(cfg.seed, epoch, 2, rank), seed_for(cfg.seed, epoch, 3, rank)
+    torch.manual_seed(mix_seed)  # torch's global stream (dropout in timm models, ...) as well
+    order = epoch_order(len(train_set), order_gen, algo.sample_weights())
+    chunks = split_batches(order, cfg.batch_size, rank, world)
+    step.net.train()
     if ph == "head":
         model.encoder.eval()  # frozen encoder: BatchNorm statistics stay fixed
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
-           if cfg.amp != "off" else nullcontext())
-    bar = tqdm(total=len(order) // world, desc=f"epoch {epoch + 1}/{total_epochs}", unit="img",
+    bar = tqdm(total=sum(len(c) for c in chunks), desc=f"epoch {epoch + 1}/{total_epochs}", unit="img",
                disable=not cfg.progress or rank != 0, leave=False, dynamic_ncols=True)
-    loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
-    for batch in train_set.batches(order, cfg.batch_size, cfg.augment, aug_gen, rank, world):
-        x, y = batch.x, batch.y
-        targets: torch.Tensor = y
-        group_mix = None
-        if algo.num_loss_groups:
-            group_mix = F.one_hot(algo.loss_group_ids(y, batch.g), algo.num_loss_groups).float()
-        if mixer is not None and ph == "main" and float(torch.rand(())) < cfg.mix.prob:
-            lab = F.one_hot(y, C).float()
-            if group_mix is not None:
-                lab = torch.cat([lab, group_mix], 1)
-            x, lab = mixer(x, lab)
-            targets = lab[:, :C]
-            group_mix = lab[:, C:] if group_mix is not None else None
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        with amp:
-            logits = net(x)
-        loss = algo.loss(logits.float(), targets, group_mix, epoch)
-        if not torch.isfinite(loss):
-            raise SynaugError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower optim.lr")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        algo.after_step(model, epoch)
-        n = len(y)
-        loss_sum += float(loss.detach()) * n
-        seen += n
+
+    def on_step(n: int, mean_loss: Optional[float]) -> None:
         bar.update(n)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+        if mean_loss is not None:  # read from the device accumulators every few steps only
+            bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+
+    t0 = time.perf_counter()
+    loss_sum, seen = step.run_epoch(epoch, chunks, np.random.default_rng(aug_seed), np.random.default_rng(mix_seed),
+                                    torch.Generator().manual_seed(aug_seed), ph == "main", on_step)
     bar.close()
     secs = time.perf_counter() - t0
     return {"epoch": epoch, "loss": loss_sum / max(seen, 1), "images": seen * world,
