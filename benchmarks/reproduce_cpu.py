@@ -70,6 +70,9 @@ def write_results(path: Path, sections: dict, setups: list[str], scale: str, see
 
 
 def main(argv: list[str] | None = None) -> int:
+    from synaug.threads import configure
+
+    configure()  # the CLI's thread count and OpenMP wait policy, set before torch starts
     from synaug.experiments import ALIASES, EXPERIMENTS, experiment, run_specs
     from synaug.experiments.common import SCALES, Context, Runner
 
