@@ -190,6 +190,7 @@ def _epochs(step, images, cfg, epochs=2):
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(e))
         chunks = split_batches(order, cfg.batch_size)
         step.model.train()
+        torch.manual_seed(30 + e)  # as the loop does: in-process DataLoader transforms draw from it
         s, n = step.run_epoch(e, chunks, np.random.default_rng(10 + e), np.random.default_rng(20 + e),
                               torch.Generator().manual_seed(e), True)
         losses.append(s / n)
@@ -221,6 +222,19 @@ def test_last_partial_batch_runs_eagerly_in_graph_mode(toy):
     eager, me, _ = _runner(m, cfg)
     assert _epochs(graphed, images, cfg, 3) == _epochs(eager, images, cfg, 3)
     assert cap.warmups == WARMUP_STEPS and cap.replays == 3 * 2 - WARMUP_STEPS
+    assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
+
+
+def test_streaming_path_graph_replay_equals_eager(toy):
+    # large-image path: batches come from a DataLoader and are copied into fixed buffers for graphs
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=24, data={"cache_dir": cache, "mode": "stream", "num_workers": 0})
+    eager, me, images = _runner(m, cfg)
+    assert images.mode == "stream" and images.image_hw == (16, 16)
+    cap = EmulatedCapture()
+    graphed, mg, images_g = _runner(m, cfg, "graph", cap)
+    assert _epochs(eager, images, cfg, 2) == _epochs(graphed, images_g, cfg, 2)
+    assert cap.replays == 2 * 2 - WARMUP_STEPS and graphed._static["x"].shape == (24, 3, 16, 16)
     assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
 
 
@@ -257,7 +271,7 @@ def test_eager_step_equals_a_plain_reference_step(toy):
     step, model, images = _runner(m, cfg)
     ref = build_model(cfg, m.num_classes)
     ref.load_state_dict(model.state_dict())
-    init = {k: v.clone() for k, v in ref.named_parameters()}
+    init = {k: v.detach().clone() for k, v in ref.named_parameters()}
     ref_opt = torch.optim.SGD(ref.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
     chunk = torch.arange(16)
     aug, mixr = np.random.default_rng(7), np.random.default_rng(8)
