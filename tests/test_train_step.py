@@ -225,6 +225,25 @@ def test_last_partial_batch_runs_eagerly_in_graph_mode(toy):
     assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
 
 
+class FailingCapture(EmulatedCapture):
+    def capture(self, fn):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+
+def test_a_failed_capture_falls_back_to_eager_unless_graphs_were_demanded(toy):
+    m, cache = toy
+    cfg = _cfg(cache)
+    eager, me, images = _runner(m, cfg)
+    graphed, mg, images = _runner(m, cfg, "graph", FailingCapture())
+    with pytest.warns(UserWarning, match="capture of the training step failed"):
+        assert _epochs(graphed, images, cfg) == _epochs(eager, images, cfg)
+    assert graphed.mode == "eager" and graphed.mode_why.startswith("capture failed: operation not permitted")
+    assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
+    strict, _, images = _runner(m, _cfg(cache, cuda_graph="on"), "graph", FailingCapture())
+    with pytest.raises(SynaugError, match="CUDA graph capture of the training step failed"):
+        _epochs(strict, images, cfg, 1)
+
+
 def test_streaming_path_graph_replay_equals_eager(toy):
     # large-image path: batches come from a DataLoader and are copied into fixed buffers for graphs
     m, cache = toy

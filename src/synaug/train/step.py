@@ -237,6 +237,7 @@ class TrainStep:
         self.net, self.model, self.optimizer, self.algo = net, model, optimizer, algo
         self.images, self.cfg, self.device, self.scaler = images, cfg, device, scaler
         self.mode = mode
+        self.mode_why = ""                             # set by the loop / a failed capture
         self.capture = capture if capture is not None else (CudaCapture() if mode == "graph" else None)
         self.C = model.num_classes
         self.K = algo.num_loss_groups
@@ -385,16 +386,21 @@ class TrainStep:
             group = "full" if i < S_full else "tail"
             if data is not None:
                 self._load_batch(next(data), group)
+            ran = False
             if self.mode == "graph" and group == "full":
                 if self._warm < WARMUP_STEPS:
                     self.capture.warmup(lambda: self._step(group, mixed), 1)
                     self._warm += 1
+                    ran = True
                 else:
                     if mixed not in graphs:
-                        graphs[mixed] = self.capture.capture(lambda m=mixed: self._step("full", m))
-                        self.captures += 1
-                    graphs[mixed]()
-            else:
+                        replay = self._capture(mixed)
+                        if replay is not None:
+                            graphs[mixed] = replay
+                    if mixed in graphs:
+                        graphs[mixed]()
+                        ran = True
+            if not ran:
                 self._step(group, mixed)
             seen += n
             last = i == len(sizes) - 1
@@ -408,6 +414,24 @@ class TrainStep:
             if on_step is not None:
                 on_step(n, mean)
         return float(self.stats[0]), seen
+
+    def _capture(self, mixed: bool) -> Optional[Callable[[], None]]:
+        """Capture the full-batch step; if that fails, ``cuda_graph: auto`` goes on eagerly
+        (the failed capture ran nothing: parameters, statistics and counters are as before)."""
+        try:
+            replay = self.capture.capture(lambda: self._step("full", mixed))
+        except Exception as e:  # capture errors come as RuntimeError / AcceleratorError / ...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if self.cfg.cuda_graph == "on":
+                raise SynaugError(f"CUDA graph capture of the training step failed ({first}); "
+                                  f"use cuda_graph: auto or off") from None
+            import warnings
+
+            warnings.warn(f"CUDA graph capture of the training step failed ({first}); continuing eagerly")
+            self.mode, self.mode_why = "eager", f"capture failed: {first}"
+            return None
+        self.captures += 1
+        return replay
 
     def _load_batch(self, batch, group: str) -> None:
         """Streaming path: the DataLoader's batch becomes the step's input (copied into fixed
