@@ -248,7 +248,12 @@ def main() -> None:
             v = fn()
             if r:
                 runs[k].append(v)
-    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-eager'].decode_s:.2f} s\n")
+    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-eager'].decode_s:.2f} s")
+    for k, v in train.items():
+        if isinstance(v, Ours) and v.step.captures:
+            print(f"{k}: {v.step.captures} CUDA-graph captures in {v.epoch} epochs, {v.step.capture_s:.2f} s "
+                  f"({v.step.capture_s / v.step.captures * 1e3:.0f} ms each)")
+    print()
     print(f"{'images/s':<28}{'median':>10}{'best':>10}")
     for k, v in runs.items():
         print(f"  {k:<26}{statistics.median(v):10.1f}{max(v):10.1f}")

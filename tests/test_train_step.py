@@ -24,7 +24,7 @@ from synaug.train.config import MixConfig
 from synaug.train.data import ImageSet, split_batches
 from synaug.train.loop import build_model
 from synaug.train.optim import build_optimizer
-from synaug.train.step import (CHECK_EVERY, CUTMIX, MIXUP, NONE, WARMUP_STEPS, TrainStep, choose_mode,
+from synaug.train.step import (CHECK_EVERY, CUTMIX, MIN_GRAPH_STEPS, MIXUP, NONE, WARMUP_STEPS, TrainStep, choose_mode,
                                cutmix_box, draw_mix_plan, mix_batch, one_hot)
 from synaug.train.toydata import make_toy_manifest
 
@@ -199,7 +199,7 @@ def _epochs(step, images, cfg, epochs=2):
 
 def test_graph_replay_equals_eager(toy):
     m, cache = toy
-    cfg = _cfg(cache)
+    cfg = _cfg(cache, cuda_graph="on")
     eager, me, images = _runner(m, cfg)
     le = _epochs(eager, images, cfg)
     cap = EmulatedCapture()
@@ -216,7 +216,7 @@ def test_graph_replay_equals_eager(toy):
 
 def test_last_partial_batch_runs_eagerly_in_graph_mode(toy):
     m, cache = toy
-    cfg = _cfg(cache, batch_size=24)             # 64 rows: two batches of 24 and a tail of 16
+    cfg = _cfg(cache, batch_size=24, cuda_graph="on")  # 64 rows: two batches of 24 and a tail of 16
     cap = EmulatedCapture()
     graphed, mg, images = _runner(m, cfg, "graph", cap)
     eager, me, _ = _runner(m, cfg)
@@ -232,7 +232,7 @@ class FailingCapture(EmulatedCapture):
 
 def test_a_failed_capture_falls_back_to_eager_unless_graphs_were_demanded(toy):
     m, cache = toy
-    cfg = _cfg(cache)
+    cfg = _cfg(cache, batch_size=2)              # 32 full batches: auto captures
     eager, me, images = _runner(m, cfg)
     graphed, mg, images = _runner(m, cfg, "graph", FailingCapture())
     with pytest.warns(UserWarning, match="capture of the training step failed"):
@@ -244,10 +244,23 @@ def test_a_failed_capture_falls_back_to_eager_unless_graphs_were_demanded(toy):
         _epochs(strict, images, cfg, 1)
 
 
+def test_auto_leaves_short_epochs_eager(toy):
+    m, cache = toy
+    assert 4 < MIN_GRAPH_STEPS <= 32           # the premise of the two cases below
+    short, long_ = EmulatedCapture(), EmulatedCapture()
+    step, _, images = _runner(m, _cfg(cache), "graph", short)           # 4 full batches per epoch
+    _epochs(step, images, _cfg(cache), 2)
+    assert short.warmups == short.captures == 0
+    cfg = _cfg(cache, batch_size=2)                                      # 32 full batches per epoch
+    step, _, images = _runner(m, cfg, "graph", long_)
+    _epochs(step, images, cfg, 1)
+    assert long_.warmups == WARMUP_STEPS and long_.captures >= 1 and long_.replays == 32 - WARMUP_STEPS
+
+
 def test_streaming_path_graph_replay_equals_eager(toy):
     # large-image path: batches come from a DataLoader and are copied into fixed buffers for graphs
     m, cache = toy
-    cfg = _cfg(cache, batch_size=24, data={"cache_dir": cache, "mode": "stream", "num_workers": 0})
+    cfg = _cfg(cache, batch_size=24, cuda_graph="on", data={"cache_dir": cache, "mode": "stream", "num_workers": 0})
     eager, me, images = _runner(m, cfg)
     assert images.mode == "stream" and images.image_hw == (16, 16)
     cap = EmulatedCapture()

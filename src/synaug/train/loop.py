@@ -275,7 +275,8 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
             "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
             "step": {"mode": step.mode if step else mode, "why": step.mode_why if step else mode_why,
-                     "compile": cfg.compile, "graph_captures": step.captures if step else 0},
+                     "compile": cfg.compile, "graph_captures": step.captures if step else 0,
+                     "graph_capture_s": round(step.capture_s, 3) if step else 0.0},
             "cpu": describe_threads()})
     ddp.barrier()
     final = ckpt.load_model(out_dir / "model.safetensors", device).eval()

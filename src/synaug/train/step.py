@@ -26,6 +26,8 @@ How:
   Graphs are captured again at every epoch start (the learning rate and the algorithm's
   epoch-dependent choices are fixed inside a graph); the first capture after an optimizer is
   built follows :data:`WARMUP_STEPS` eager steps on a side stream, as PyTorch requires.
+  ``auto`` leaves epochs of fewer than :data:`MIN_GRAPH_STEPS` full batches eager (the captures
+  would cost what they save).
 * ``compile`` wraps the forward half (data → logits / targets) in ``torch.compile``; it
   composes with the graphs (inductor's own CUDA graphs are then left off).
 
@@ -34,6 +36,7 @@ the same kernels, compiled ones fuse them (tests/test_train_step.py states the t
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -52,6 +55,10 @@ CHECK_EVERY = 50
 #: eager steps before the first CUDA-graph capture of an optimizer (side stream, as documented
 #: in PyTorch's CUDA-graph notes: lazy state such as momentum buffers must exist before capture)
 WARMUP_STEPS = 3
+#: ``cuda_graph: auto`` captures only epochs with at least this many full batches: a capture
+#: costs about as much host time as several eager steps (one traced step, instantiation, a
+#: sync and a garbage collection), twice per epoch with mixed and unmixed batches
+MIN_GRAPH_STEPS = 32
 
 
 # ---------------------------------------------------------------------------- random plans
@@ -171,7 +178,9 @@ def choose_mode(cfg: TrainConfig, device: torch.device, world: int, algo) -> tup
         if cfg.cuda_graph == "on":
             raise SynaugError("cuda_graph: on is not possible here: " + "; ".join(why))
         return "eager", "; ".join(why)
-    return "graph", "CUDA graph per epoch"
+    if cfg.cuda_graph == "on":
+        return "graph", "CUDA graphs (cuda_graph: on)"
+    return "graph", f"CUDA graphs for epochs of >= {MIN_GRAPH_STEPS} full batches (cuda_graph: auto)"
 
 
 class CudaCapture:
@@ -250,6 +259,7 @@ class TrainStep:
         self._warm = 0                             # eager steps since the optimizer was built
         self._epoch = 0
         self.captures = 0                          # graphs captured (reported by benchmarks)
+        self.capture_s = 0.0                       # ... and the host time they took
         fwd = self._forward
         if cfg.compile:
             mode_ = None if cfg.compile in (True, "default") else (
@@ -376,7 +386,8 @@ class TrainStep:
         self.stats.zero_()
         S_full = spans[0][2]
         graphs: dict[bool, Callable[[], None]] = {}
-        if self.mode == "graph":
+        graphed = self.mode == "graph" and (self.cfg.cuda_graph == "on" or S_full >= MIN_GRAPH_STEPS)
+        if graphed:
             self.capture.new_epoch()
         data = (None if self.memory else
                 iter(self.images.stream_batches(chunks, a, stream_gen)))
@@ -387,7 +398,7 @@ class TrainStep:
             if data is not None:
                 self._load_batch(next(data), group)
             ran = False
-            if self.mode == "graph" and group == "full":
+            if graphed and self.mode == "graph" and group == "full":
                 if self._warm < WARMUP_STEPS:
                     self.capture.warmup(lambda: self._step(group, mixed), 1)
                     self._warm += 1
@@ -418,6 +429,7 @@ class TrainStep:
     def _capture(self, mixed: bool) -> Optional[Callable[[], None]]:
         """Capture the full-batch step; if that fails, ``cuda_graph: auto`` goes on eagerly
         (the failed capture ran nothing: parameters, statistics and counters are as before)."""
+        t0 = time.perf_counter()
         try:
             replay = self.capture.capture(lambda: self._step("full", mixed))
         except Exception as e:  # capture errors come as RuntimeError / AcceleratorError / ...
@@ -431,6 +443,7 @@ class TrainStep:
             self.mode, self.mode_why = "eager", f"capture failed: {first}"
             return None
         self.captures += 1
+        self.capture_s += time.perf_counter() - t0
         return replay
 
     def _load_batch(self, batch, group: str) -> None:
