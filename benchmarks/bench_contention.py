@@ -9,8 +9,8 @@ and the first epoch's lazy initialisation are excluded). Settings (how ``synaug`
                spin-then-sleep wait) - what ``synaug train`` did before the knob existed;
 * ``synaug``   no flag: synaug's default (``--omp-wait auto`` = passive wait, one thread per core);
 * ``threads1`` ``--threads 1``;
-* ``passive`` / ``active`` / ``spin10k`` (optional): ``--omp-wait passive|active``, and OpenMP's
-               default with ``GOMP_SPINCOUNT=10000`` (spin briefly, then sleep).
+* ``passive`` / ``active`` / ``spin10k`` / ``spin1k`` (optional): ``--omp-wait passive|active``,
+               and OpenMP's default with ``GOMP_SPINCOUNT=10000`` / ``1000`` (spin briefly, then sleep).
 
 Competitors (``--competitor``): ``numpy`` (default) - one process, two Python threads each
 multiplying 200x200 matrices in a loop (single-threaded BLAS; the GIL is released, so two cores
@@ -42,7 +42,8 @@ from pathlib import Path
 # setting -> (synaug flags, extra environment)
 SETTINGS = {"before": (["--omp-wait", "unset"], {}), "synaug": ([], {}), "threads1": (["--threads", "1"], {}),
             "passive": (["--omp-wait", "passive"], {}), "active": (["--omp-wait", "active"], {}),
-            "spin10k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "10000"})}
+            "spin10k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "10000"}),
+            "spin1k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "1000"})}
 
 NUMPY_COMPETITOR = """
 import sys, threading, time
