@@ -256,7 +256,7 @@ class TrainStep:
         self._tables: dict[str, _Tables] = {}
         self._inp: dict[str, torch.Tensor] = {}    # streaming path: the current batch
         self._static: dict[str, torch.Tensor] = {} # ... and the fixed buffers graphs read it from
-        self._warm = 0                             # eager steps since the optimizer was built
+        self._warm = 0                             # side-stream warm-up steps since the optimizer was built
         self._epoch = 0
         self.captures = 0                          # graphs captured (reported by benchmarks)
         self.capture_s = 0.0                       # ... and the host time they took
