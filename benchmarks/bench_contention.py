@@ -8,7 +8,9 @@ and the first epoch's lazy initialisation are excluded). Settings (how ``synaug`
 * ``before``   ``--omp-wait unset``: torch's defaults (one thread per core, OpenMP's own
                spin-then-sleep wait) - what ``synaug train`` did before the knob existed;
 * ``synaug``   no flag: synaug's default (``--omp-wait auto`` = passive wait, one thread per core);
-* ``threads1`` ``--threads 1``.
+* ``threads1`` ``--threads 1``;
+* ``passive`` / ``active`` / ``spin10k`` / ``spin1k`` (optional): ``--omp-wait passive|active``,
+               and OpenMP's default with ``GOMP_SPINCOUNT=10000`` / ``1000`` (spin briefly, then sleep).
 
 Competitors (``--competitor``): ``numpy`` (default) - one process, two Python threads each
 multiplying 200x200 matrices in a loop (single-threaded BLAS; the GIL is released, so two cores
@@ -37,9 +39,11 @@ import tempfile
 import time
 from pathlib import Path
 
-SETTINGS = {"before": ["--omp-wait", "unset"], "synaug": [], "threads1": ["--threads", "1"],
-            "passive": ["--omp-wait", "passive"], "active": ["--omp-wait", "active"],
-            "threads2": ["--threads", "2"]}
+# setting -> (synaug flags, extra environment)
+SETTINGS = {"before": (["--omp-wait", "unset"], {}), "synaug": ([], {}), "threads1": (["--threads", "1"], {}),
+            "passive": (["--omp-wait", "passive"], {}), "active": (["--omp-wait", "active"], {}),
+            "spin10k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "10000"}),
+            "spin1k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "1000"})}
 
 NUMPY_COMPETITOR = """
 import sys, threading, time
@@ -102,9 +106,10 @@ def _env() -> dict:
 
 def _train(setting: str, manifest: Path, cfg: Path, out: Path) -> tuple[float, dict]:
     exe = Path(sys.executable).parent / "synaug"
-    cmd = [str(exe), *SETTINGS[setting], "train", "-c", str(cfg), "--train-manifest", str(manifest),
+    flags, extra = SETTINGS[setting]
+    cmd = [str(exe), *flags, "train", "-c", str(cfg), "--train-manifest", str(manifest),
            "--out", str(out), "--no-resume"]
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    r = subprocess.run(cmd, env={**_env(), **extra}, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
     hist = json.loads((out / "history.json").read_text())

@@ -248,7 +248,12 @@ def main() -> None:
             v = fn()
             if r:
                 runs[k].append(v)
-    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-eager'].decode_s:.2f} s\n")
+    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-eager'].decode_s:.2f} s")
+    for k, v in train.items():
+        if isinstance(v, Ours) and v.step.captures:
+            print(f"{k}: {v.step.captures} CUDA-graph captures in {v.epoch} epochs, {v.step.capture_s:.2f} s "
+                  f"({v.step.capture_s / v.step.captures * 1e3:.0f} ms each)")
+    print()
     print(f"{'images/s':<28}{'median':>10}{'best':>10}")
     for k, v in runs.items():
         print(f"  {k:<26}{statistics.median(v):10.1f}{max(v):10.1f}")
@@ -257,19 +262,22 @@ def main() -> None:
         return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
 
     print("\nratios (median of per-round ratios):")
+    lines = []
     for k in train:
         if k.startswith("ours-") and k != "ours-eager":
-            print(f"  {k} / ours-eager{'':<{22 - len(k)}}{ratio(k, 'ours-eager'):7.2f}x")
+            lines.append((f"{k} / ours-eager", ratio(k, "ours-eager"), "x"))
     ceiling = "compute-graph" if cuda else "compute"
     for k in train:
         if k.startswith("ours-"):
-            print(f"  {k} / {ceiling}{'':<{22 - len(k) - len(ceiling) + 10}}{ratio(k, ceiling):7.2f}")
+            lines.append((f"{k} / {ceiling} (share of the limit)", ratio(k, ceiling), ""))
     if cuda:
-        print(f"  compute-graph / compute (launch overhead)  {ratio('compute-graph', 'compute'):7.2f}x")
-    print(f"  compute-bf16 / compute                     {ratio('compute-bf16', 'compute'):7.2f}x")
+        lines.append(("compute-graph / compute (launch overhead)", ratio("compute-graph", "compute"), "x"))
+    lines.append(("compute-bf16 / compute", ratio("compute-bf16", "compute"), "x"))
     for k in train:
         if k.startswith("pil"):
-            print(f"  ours-eager / {k:<30}{ratio('ours-eager', k):7.2f}x")
+            lines.append((f"ours-eager / {k}", ratio("ours-eager", k), "x"))
+    for label, v, unit in lines:
+        print(f"  {label:<48}{v:7.2f}{unit}")
 
 
 if __name__ == "__main__":

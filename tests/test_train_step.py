@@ -24,7 +24,7 @@ from synaug.train.config import MixConfig
 from synaug.train.data import ImageSet, split_batches
 from synaug.train.loop import build_model
 from synaug.train.optim import build_optimizer
-from synaug.train.step import (CHECK_EVERY, CUTMIX, MIXUP, NONE, WARMUP_STEPS, TrainStep, choose_mode,
+from synaug.train.step import (CHECK_EVERY, CUTMIX, MIN_GRAPH_STEPS, MIXUP, NONE, WARMUP_STEPS, TrainStep, choose_mode,
                                cutmix_box, draw_mix_plan, mix_batch, one_hot)
 from synaug.train.toydata import make_toy_manifest
 
@@ -190,6 +190,7 @@ def _epochs(step, images, cfg, epochs=2):
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(e))
         chunks = split_batches(order, cfg.batch_size)
         step.model.train()
+        torch.manual_seed(30 + e)  # as the loop does: in-process DataLoader transforms draw from it
         s, n = step.run_epoch(e, chunks, np.random.default_rng(10 + e), np.random.default_rng(20 + e),
                               torch.Generator().manual_seed(e), True)
         losses.append(s / n)
@@ -198,7 +199,7 @@ def _epochs(step, images, cfg, epochs=2):
 
 def test_graph_replay_equals_eager(toy):
     m, cache = toy
-    cfg = _cfg(cache)
+    cfg = _cfg(cache, cuda_graph="on")
     eager, me, images = _runner(m, cfg)
     le = _epochs(eager, images, cfg)
     cap = EmulatedCapture()
@@ -215,12 +216,57 @@ def test_graph_replay_equals_eager(toy):
 
 def test_last_partial_batch_runs_eagerly_in_graph_mode(toy):
     m, cache = toy
-    cfg = _cfg(cache, batch_size=24)             # 64 rows: two batches of 24 and a tail of 16
+    cfg = _cfg(cache, batch_size=24, cuda_graph="on")  # 64 rows: two batches of 24 and a tail of 16
     cap = EmulatedCapture()
     graphed, mg, images = _runner(m, cfg, "graph", cap)
     eager, me, _ = _runner(m, cfg)
     assert _epochs(graphed, images, cfg, 3) == _epochs(eager, images, cfg, 3)
     assert cap.warmups == WARMUP_STEPS and cap.replays == 3 * 2 - WARMUP_STEPS
+    assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
+
+
+class FailingCapture(EmulatedCapture):
+    def capture(self, fn):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+
+def test_a_failed_capture_falls_back_to_eager_unless_graphs_were_demanded(toy):
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=2)              # 32 full batches: auto captures
+    eager, me, images = _runner(m, cfg)
+    graphed, mg, images = _runner(m, cfg, "graph", FailingCapture())
+    with pytest.warns(UserWarning, match="capture of the training step failed"):
+        assert _epochs(graphed, images, cfg) == _epochs(eager, images, cfg)
+    assert graphed.mode == "eager" and graphed.mode_why.startswith("capture failed: operation not permitted")
+    assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
+    strict, _, images = _runner(m, _cfg(cache, cuda_graph="on"), "graph", FailingCapture())
+    with pytest.raises(SynaugError, match="CUDA graph capture of the training step failed"):
+        _epochs(strict, images, cfg, 1)
+
+
+def test_auto_leaves_short_epochs_eager(toy):
+    m, cache = toy
+    assert 4 < MIN_GRAPH_STEPS <= 32           # the premise of the two cases below
+    short, long_ = EmulatedCapture(), EmulatedCapture()
+    step, _, images = _runner(m, _cfg(cache), "graph", short)           # 4 full batches per epoch
+    _epochs(step, images, _cfg(cache), 2)
+    assert short.warmups == short.captures == 0
+    cfg = _cfg(cache, batch_size=2)                                      # 32 full batches per epoch
+    step, _, images = _runner(m, cfg, "graph", long_)
+    _epochs(step, images, cfg, 1)
+    assert long_.warmups == WARMUP_STEPS and long_.captures >= 1 and long_.replays == 32 - WARMUP_STEPS
+
+
+def test_streaming_path_graph_replay_equals_eager(toy):
+    # large-image path: batches come from a DataLoader and are copied into fixed buffers for graphs
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=24, cuda_graph="on", data={"cache_dir": cache, "mode": "stream", "num_workers": 0})
+    eager, me, images = _runner(m, cfg)
+    assert images.mode == "stream" and images.image_hw == (16, 16)
+    cap = EmulatedCapture()
+    graphed, mg, images_g = _runner(m, cfg, "graph", cap)
+    assert _epochs(eager, images, cfg, 2) == _epochs(graphed, images_g, cfg, 2)
+    assert cap.replays == 2 * 2 - WARMUP_STEPS and graphed._static["x"].shape == (24, 3, 16, 16)
     assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
 
 
@@ -257,7 +303,7 @@ def test_eager_step_equals_a_plain_reference_step(toy):
     step, model, images = _runner(m, cfg)
     ref = build_model(cfg, m.num_classes)
     ref.load_state_dict(model.state_dict())
-    init = {k: v.clone() for k, v in ref.named_parameters()}
+    init = {k: v.detach().clone() for k, v in ref.named_parameters()}
     ref_opt = torch.optim.SGD(ref.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
     chunk = torch.arange(16)
     aug, mixr = np.random.default_rng(7), np.random.default_rng(8)

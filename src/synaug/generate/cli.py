@@ -12,8 +12,10 @@ Backends (config key `backend`):
            id or a local folder (`model`). Keys: dtype (auto|fp16|bf16|fp32), device,
            scheduler (dpm++ [default] | dpm++-karras | euler | euler-a | ddim | default),
            steps (10), guidance_scale (7.5), negative_prompt, batch_size, gen_size,
-           local_files_only, attention_slicing. Output resized to `resolution` (LANCZOS).
-           Weights load from safetensors only; no remote code; no safety checker.
+           local_files_only, attention_slicing, channels_last, compile_unet. Output resized
+           to `resolution` (LANCZOS). Weights load from safetensors only; no remote code; no
+           safety checker. `model: random:sd15 | random:sd21-base | random:tiny` builds the
+           published architecture with random weights (noise images: cost measurements only).
   img2img  diffusers image-to-image guided by real images from --real-manifest
            (paper Table 5): img2img.mode intra (same class) | inter (random other class),
            img2img.strength (0.75).

@@ -3,7 +3,7 @@
 Example ``gen.yaml`` for Stable Diffusion on a GPU::
 
     backend: txt2img
-    model: stabilityai/stable-diffusion-2-1-base   # or a local folder
+    model: stabilityai/stable-diffusion-2-1-base   # or a local folder; random:sd15 for cost only
     dtype: fp16
     scheduler: dpm++
     steps: 10
@@ -79,6 +79,8 @@ class GenerateConfig(Strict):
     negative_prompt: str = ""
     gen_size: int | None = Field(None, ge=8)                  # generation side; None: model's native
     attention_slicing: bool = False
+    channels_last: bool = False     # UNet + VAE in channels_last memory format (GPUs)
+    compile_unet: bool | Literal["default", "reduce-overhead", "max-autotune"] = False  # torch.compile the UNet
     batch_invariant: bool = False   # denoise images one by one: bit-identical whatever batch size
     # output
     batch_size: int = Field(8, ge=1)
@@ -105,4 +107,5 @@ class GenerateConfig(Strict):
 
 
 # Keys that do not change which image a (cell, index) gets; everything else must match on resume.
-NON_RESULT_KEYS = {"batch_size", "device", "verify_on_resume", "attention_slicing", "local_files_only"}
+NON_RESULT_KEYS = {"batch_size", "device", "verify_on_resume", "attention_slicing", "local_files_only",
+                   "channels_last", "compile_unet"}

@@ -61,11 +61,21 @@ def model_label(model: str) -> str:
     return Path(model).expanduser().resolve().name if _is_local(model) else model
 
 
+RANDOM_PREFIX = "random:"
+
+
 def check_model(cfg) -> str:
     """Fail fast (before heavy imports) on a missing model; returns the id or the folder path."""
     model = cfg.model
     if not model:
         raise SynaugError(f"backend {cfg.backend} needs model: a Hugging Face id or a local diffusers folder")
+    if model.startswith(RANDOM_PREFIX):
+        arch = model[len(RANDOM_PREFIX):]
+        from .fullsize import ARCHS
+
+        if arch not in (*ARCHS, "tiny"):
+            raise SynaugError(f"model {model!r}: random pipelines are {', '.join(RANDOM_PREFIX + a for a in (*ARCHS, 'tiny'))}")
+        return model
     if not _is_local(model):
         return model
     folder = Path(model).expanduser()
@@ -87,6 +97,9 @@ def load_pipeline(cfg, kind: str = "txt2img", device: str = "cpu"):
         e.g. ``"cpu"``, ``"cuda:0"``.
     """
     model = check_model(cfg)
+    if model.startswith(RANDOM_PREFIX):
+        return _finish(_random_pipeline(model[len(RANDOM_PREFIX):], kind, device, resolve_dtype(cfg.dtype, device)),
+                       cfg, device)
     kwargs = dict(use_safetensors=True, local_files_only=cfg.local_files_only)
     if _is_local(model):
         components = json.loads((Path(model) / "model_index.json").read_text())
@@ -108,13 +121,48 @@ def load_pipeline(cfg, kind: str = "txt2img", device: str = "cpu"):
         first = (str(e).strip().splitlines() or [""])[0]
         raise SynaugError(f"cannot load model {cfg.model!r} ({names[(cfg.pipeline, kind)]}): "
                           f"{type(e).__name__}: {first}") from None
+    return _finish(pipe, cfg, device)
+
+
+def _random_pipeline(arch: str, kind: str, device: str, dtype):
+    """``random:<arch>``: a pipeline built in code with random weights (cost measurements)."""
+    import diffusers
+
+    if arch == "tiny":
+        from .fullsize import quiet_diffusers
+        from .tiny import make_tiny_sd
+
+        with quiet_diffusers():
+            pipe = make_tiny_sd().to(device, dtype)
+    else:
+        from .fullsize import build_random_sd
+
+        pipe = build_random_sd(arch, device, dtype)
+    if kind == "img2img":
+        pipe = diffusers.StableDiffusionImg2ImgPipeline(**pipe.components)
+    return pipe
+
+
+def _finish(pipe, cfg, device: str):
+    """Scheduler, attention slicing, memory format and compilation as configured; on ``device``."""
+    import diffusers
+    import torch
+
     if cfg.scheduler != "default":
         sched_name, extra = SCHEDULER_CLASSES[cfg.scheduler]
         pipe.scheduler = getattr(diffusers, sched_name).from_config(pipe.scheduler.config, **extra)
     if cfg.attention_slicing:
         pipe.enable_attention_slicing()
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    if cfg.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if cfg.compile_unet:
+        mode = cfg.compile_unet if isinstance(cfg.compile_unet, str) else (
+            "reduce-overhead" if str(device).startswith("cuda") else "default")
+        pipe.unet = torch.compile(pipe.unet, mode=mode, fullgraph=True)
+    return pipe
 
 
 def native_size(pipe) -> int:

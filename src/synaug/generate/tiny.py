@@ -69,6 +69,13 @@ def build_tiny_sd(folder: str | Path, seed: int = 0, sample_size: int = 32) -> P
     pathlib.Path
         ``folder``, loadable with ``StableDiffusionPipeline.from_pretrained(folder)``.
     """
+    folder = Path(folder)
+    make_tiny_sd(seed, sample_size).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def make_tiny_sd(seed: int = 0, sample_size: int = 32):
+    """The tiny pipeline of :func:`build_tiny_sd`, in memory (not saved)."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -94,12 +101,9 @@ def build_tiny_sd(folder: str | Path, seed: int = 0, sample_size: int = 32) -> P
         pad_token_id=tokenizer.pad_token_id))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    folder = Path(folder)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 def build_tiny_clip(folder, seed: int = 0, image_size: int = 32):

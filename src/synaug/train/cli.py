@@ -62,7 +62,7 @@ def register(sub) -> None:
                     "epoch_NNNN[.state].safetensors, history.json, summary.json, config.yaml.\n"
                     "Config keys: seed epochs batch_size model.* optim.* schedule.* mix.* augment.*\n"
                     "algorithm.* (ce resample reweight balanced_softmax ldam_drw group_dro\n"
-                    "weight_balancing) data.* device channels_last compile amp select_metric.")
+                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric.")
     p.add_argument("--config", "-c", help="train config YAML (default: the CIFAR-LT recipe)")
     p.add_argument("--train-manifest", required=True, action="append",
                    help="manifest (or image folder) with the training rows; repeat to join several")

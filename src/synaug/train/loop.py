@@ -255,6 +255,7 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             algo.start_phase(model, ph)
             if step is None:
                 step = TrainStep(net, model, optimizer, algo, train_set, cfg, device, scaler, mode)
+                step.mode_why = mode_why
             step.net = net
             step.set_optimizer(optimizer)
         lr = (lr_at(epoch, cfg.optim.lr, cfg.epochs, cfg.schedule) if ph == "main"
@@ -307,7 +308,10 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "num_train": len(train_m), "num_val": len(val_m) if val_m is not None else 0,
             "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
             "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
-            "step": {"mode": mode, "why": mode_why, "compile": cfg.compile}, "cpu": describe_threads()})
+            "step": {"mode": step.mode if step else mode, "why": step.mode_why if step else mode_why,
+                     "compile": cfg.compile, "graph_captures": step.captures if step else 0,
+                     "graph_capture_s": round(step.capture_s, 3) if step else 0.0},
+            "cpu": describe_threads()})
     ddp.barrier()
     final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
     return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)

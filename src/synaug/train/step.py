@@ -26,6 +26,8 @@ How:
   Graphs are captured again at every epoch start (the learning rate and the algorithm's
   epoch-dependent choices are fixed inside a graph); the first capture after an optimizer is
   built follows :data:`WARMUP_STEPS` eager steps on a side stream, as PyTorch requires.
+  ``auto`` leaves epochs of fewer than :data:`MIN_GRAPH_STEPS` full batches eager (the captures
+  would cost what they save).
 * ``compile`` wraps the forward half (data → logits / targets) in ``torch.compile``; it
   composes with the graphs (inductor's own CUDA graphs are then left off).
 
@@ -34,6 +36,7 @@ the same kernels, compiled ones fuse them (tests/test_train_step.py states the t
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -52,6 +55,10 @@ CHECK_EVERY = 50
 #: eager steps before the first CUDA-graph capture of an optimizer (side stream, as documented
 #: in PyTorch's CUDA-graph notes: lazy state such as momentum buffers must exist before capture)
 WARMUP_STEPS = 3
+#: ``cuda_graph: auto`` captures only epochs with at least this many full batches: a capture
+#: costs about as much host time as several eager steps (one traced step, instantiation, a
+#: sync and a garbage collection), twice per epoch with mixed and unmixed batches
+MIN_GRAPH_STEPS = 32
 
 
 # ---------------------------------------------------------------------------- random plans
@@ -171,7 +178,9 @@ def choose_mode(cfg: TrainConfig, device: torch.device, world: int, algo) -> tup
         if cfg.cuda_graph == "on":
             raise SynaugError("cuda_graph: on is not possible here: " + "; ".join(why))
         return "eager", "; ".join(why)
-    return "graph", "CUDA graph per epoch"
+    if cfg.cuda_graph == "on":
+        return "graph", "CUDA graphs (cuda_graph: on)"
+    return "graph", f"CUDA graphs for epochs of >= {MIN_GRAPH_STEPS} full batches (cuda_graph: auto)"
 
 
 class CudaCapture:
@@ -237,6 +246,7 @@ class TrainStep:
         self.net, self.model, self.optimizer, self.algo = net, model, optimizer, algo
         self.images, self.cfg, self.device, self.scaler = images, cfg, device, scaler
         self.mode = mode
+        self.mode_why = ""                             # set by the loop / a failed capture
         self.capture = capture if capture is not None else (CudaCapture() if mode == "graph" else None)
         self.C = model.num_classes
         self.K = algo.num_loss_groups
@@ -246,9 +256,10 @@ class TrainStep:
         self._tables: dict[str, _Tables] = {}
         self._inp: dict[str, torch.Tensor] = {}    # streaming path: the current batch
         self._static: dict[str, torch.Tensor] = {} # ... and the fixed buffers graphs read it from
-        self._warm = 0                             # eager steps since the optimizer was built
+        self._warm = 0                             # side-stream warm-up steps since the optimizer was built
         self._epoch = 0
         self.captures = 0                          # graphs captured (reported by benchmarks)
+        self.capture_s = 0.0                       # ... and the host time they took
         fwd = self._forward
         if cfg.compile:
             mode_ = None if cfg.compile in (True, "default") else (
@@ -375,7 +386,8 @@ class TrainStep:
         self.stats.zero_()
         S_full = spans[0][2]
         graphs: dict[bool, Callable[[], None]] = {}
-        if self.mode == "graph":
+        graphed = self.mode == "graph" and (self.cfg.cuda_graph == "on" or S_full >= MIN_GRAPH_STEPS)
+        if graphed:
             self.capture.new_epoch()
         data = (None if self.memory else
                 iter(self.images.stream_batches(chunks, a, stream_gen)))
@@ -385,16 +397,21 @@ class TrainStep:
             group = "full" if i < S_full else "tail"
             if data is not None:
                 self._load_batch(next(data), group)
-            if self.mode == "graph" and group == "full":
+            ran = False
+            if graphed and self.mode == "graph" and group == "full":
                 if self._warm < WARMUP_STEPS:
                     self.capture.warmup(lambda: self._step(group, mixed), 1)
                     self._warm += 1
+                    ran = True
                 else:
                     if mixed not in graphs:
-                        graphs[mixed] = self.capture.capture(lambda m=mixed: self._step("full", m))
-                        self.captures += 1
-                    graphs[mixed]()
-            else:
+                        replay = self._capture(mixed)
+                        if replay is not None:
+                            graphs[mixed] = replay
+                    if mixed in graphs:
+                        graphs[mixed]()
+                        ran = True
+            if not ran:
                 self._step(group, mixed)
             seen += n
             last = i == len(sizes) - 1
@@ -408,6 +425,26 @@ class TrainStep:
             if on_step is not None:
                 on_step(n, mean)
         return float(self.stats[0]), seen
+
+    def _capture(self, mixed: bool) -> Optional[Callable[[], None]]:
+        """Capture the full-batch step; if that fails, ``cuda_graph: auto`` goes on eagerly
+        (the failed capture ran nothing: parameters, statistics and counters are as before)."""
+        t0 = time.perf_counter()
+        try:
+            replay = self.capture.capture(lambda: self._step("full", mixed))
+        except Exception as e:  # capture errors come as RuntimeError / AcceleratorError / ...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if self.cfg.cuda_graph == "on":
+                raise SynaugError(f"CUDA graph capture of the training step failed ({first}); "
+                                  f"use cuda_graph: auto or off") from None
+            import warnings
+
+            warnings.warn(f"CUDA graph capture of the training step failed ({first}); continuing eagerly")
+            self.mode, self.mode_why = "eager", f"capture failed: {first}"
+            return None
+        self.captures += 1
+        self.capture_s += time.perf_counter() - t0
+        return replay
 
     def _load_batch(self, batch, group: str) -> None:
         """Streaming path: the DataLoader's batch becomes the step's input (copied into fixed

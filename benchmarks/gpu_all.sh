@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every GPU measurement of issue 12 in one run, under ~8 minutes on one H100 (each step has its
+# own time limit; the limits add up to 480 s). From the repository root, on the GPU machine:
+#
+#     bash benchmarks/gpu_all.sh [OUT_DIR]          # default: $OUT, else ./gpu-results
+#
+# Writes OUT_DIR/{gpu,check_step,bench_train,bench_generate,bench_sweep}.txt (5 files).
+#
+# Steps (see each script's docstring):
+#   check_step      CUDA-graphed / compiled step vs eager numerics (exit 1 if graph != eager within
+#                   1e-6) and host syncs per epoch counted by CUDA's sync debug mode
+#   bench_train     img/s: our step eager / CUDA graphs / compiled / compiled+graphs vs pure compute
+#                   (eager and one CUDA graph), ResNet-32, batch 128, 12,800 images per round
+#   bench_generate  SD 1.5-sized random pipeline, fp16, 10 DPM++ steps: img/s at 512 and 256 px,
+#                   batch 1-32, channels_last, torch.compile of the UNet at 512x8 and 256x32, peak
+#                   memory, end-to-end `synaug generate` rate, projection for 39,153 images
+#   bench_sweep     4 small runs one after another vs 4 at once on the GPU (`synaug sweep`)
+#
+# On this workplace's device machines ('python3' = /opt/torch/.venv, torch 2.11) pydantic and
+# diffusers are missing. Before the call, here in the repo root (Python 3.12 wheels):
+#     echo /.whl/ >> .git/info/exclude
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#       diffusers==0.42.1 importlib-metadata==10.2.0
+# and run with carry [".whl"] and the command:
+#     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+#       .whl/*.whl && export PYTHONPATH=/tmp/site || exit; bash benchmarks/gpu_all.sh "$OUT"
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-gpu-results}}
+mkdir -p "$OUT_DIR"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+status=0
+step() {  # step NAME LIMIT_S command...
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name (limit ${limit} s, started $(date +%T))"
+  timeout "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.txt"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || { echo "=== $name exited $rc" | tee -a "$OUT_DIR/$name.txt"; status=1; }
+}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c "import torch; print('torch', torch.__version__)"; } \
+  2>&1 | tee "$OUT_DIR/gpu.txt"
+step check_step 100 $PY benchmarks/check_step_gpu.py --compile
+step bench_train 130 $PY benchmarks/bench_train.py --device cuda --toy --batches 100 --rounds 2 --compile
+step bench_generate 190 $PY benchmarks/bench_generate_sd.py --device cuda --repeats 1 --budget-s 140 \
+  --batch-sizes 1 4 8 16 32 --compile-points 512x8 256x32
+step bench_sweep 60 $PY benchmarks/bench_sweep.py --device cuda --seeds 4 --per-device 4 --images 5000 --epochs 2
+exit $status
