@@ -1,6 +1,6 @@
 """``synaug demo``: the embedded default, fully offline on CPU.
 
-CIFAR-10-LT (IF 100, 500 images in the head class) built from the real CIFAR-10 JPEGs in
+CIFAR-10-LT (IF 100, 400 images in the head class) built from the real CIFAR-10 JPEGs in
 ``../shared/data``. Three runs:
 
 * ``ce``: cross-entropy on the long-tailed real data (the baseline);
@@ -28,7 +28,7 @@ RUNS = ("ce", "synaug-sd14", "synaug-pool")
 def base_config(epochs: int, quick: bool) -> dict:
     e = max(int(epochs), 1)
     cfg = {
-        "data": {"dataset": "shared-cifar10", "img_max": 500, "imbalance_factor": 100,
+        "data": {"dataset": "shared-cifar10", "img_max": 400, "imbalance_factor": 100,
                  "val_per_class": 20, "lt_seed": 0},
         "train": {"epochs": e, "batch_size": 128, "model": {"name": "resnet32"},
                   "optim": {"lr": 0.1, "weight_decay": 2e-4},
@@ -67,7 +67,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="offline CPU demo: CE vs SYNAuG (Stable Diffusion 1.4 images) on CIFAR-10-LT",
                        description=__doc__)
     p.add_argument("--out", "-o", default="runs/demo", help="folder for the three runs and the comparison")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs per run (default 30)")
+    p.add_argument("--epochs", type=int, default=25, help="training epochs per run (default 25)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny CI-size version (a few hundred images, 1 epoch)")
     p.add_argument("--data-root", default=None,
