@@ -490,6 +490,17 @@ def test_shared_sd14_generated_images():
     sample.validate(verify_files=True, expected_size=(32, 32))
 
 
+def test_inspect_works_on_the_sd14_images(tmp_path, capsys):
+    import json
+
+    from synaug.cli import main
+
+    assert main(["inspect", "--dataset", "shared-sd14", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "inspect.json").read_text())
+    assert out["num_images"] == 49080 and out["sources"] == {"real": 0, "synthetic": 49080}
+    assert out["class_counts"][2] == 4731 and "49080 images" in capsys.readouterr().out
+
+
 def test_shared_utkface_real_faces(capsys):
     """UTKFace from ../shared/data: 23,707 files - 1,692 race-4 faces - 5 malformed names = 22,010."""
     m = load_dataset("shared-utkface")
