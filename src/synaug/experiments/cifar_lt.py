@@ -18,8 +18,12 @@ _TINY = {
 #: replacement points of Fig. 2 (k classes of 10 / share r of every class)
 FIG2 = {"small": {"k": [2, 5, 8], "r": [0.5, 0.9, 0.98]}, "tiny": {"k": [5], "r": [0.9]}}
 
+#: Table 1 is also run with this many epochs (and the schedule stretched to match), so that a
+#: finding such as "Mixup helps" is not decided by a short training budget alone
+LONG_EPOCHS = {"small": 50, "tiny": 2}
+
 # runs whose trained model (and data / generation) another run reuses: only the last-layer step differs
-REUSE = {"synaug": "synaug_retrain"}
+REUSE = {"synaug": "synaug_retrain", "synaug_long": "synaug_retrain_long"}
 
 SD_NOTE = "Stable Diffusion 1.4 images of the CIFAR-10 classes (CIFAKE, ../shared/data/cifake/sd14.tar)"
 POOL_NOTE = "held-out real CIFAR-10 training images (the images the long-tail draw left out)"
@@ -72,7 +76,21 @@ def lt_specs(scale: str) -> dict[str, dict]:
         "synaug_cutmix": merge(t1, {"train": {"mix": {"mixup": False, "cutmix": True}}}),
         "web": t5,
     }
+    for name in ("synaug_nomix", "synaug_retrain", "synaug"):
+        specs[f"{name}_long"] = longer(specs[name], LONG_EPOCHS[scale])
     return _describe(specs)
+
+
+def longer(spec: dict, epochs: int) -> dict:
+    """``spec`` trained for ``epochs`` epochs, its multistep milestones at the same fractions."""
+    t = spec["train"]
+    old = t["epochs"]
+    sched = dict(t.get("schedule") or {})
+    if sched.get("milestones"):
+        sched["milestones"] = [max(1, round(m * epochs / old)) for m in sched["milestones"]]
+    out = merge(spec, {"train": {"epochs": epochs, "schedule": sched}})
+    out["description"] = f"{spec.get('description', '')} [{epochs} epochs]".strip()
+    return out
 
 
 def balanced_specs(scale: str) -> dict[str, dict]:
@@ -91,8 +109,10 @@ def balanced_specs(scale: str) -> dict[str, dict]:
 
 def _describe(specs: dict[str, dict]) -> dict[str, dict]:
     for name, text in DESCRIPTIONS.items():
-        if name in specs:
-            specs[name]["description"] = text
+        for key in (name, f"{name}_long"):
+            if key in specs:
+                epochs = specs[key]["train"]["epochs"]
+                specs[key]["description"] = text + (f" [{epochs} epochs]" if key.endswith("_long") else "")
     return specs
 
 
