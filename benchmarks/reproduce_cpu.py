@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from synaug.threads import configure
 
     configure()  # the CLI's thread count and OpenMP wait policy, set before torch starts
-    from synaug.experiments import ALIASES, EXPERIMENTS, experiment, run_specs
+    from synaug.experiments import ALIASES, EXPERIMENTS, OPTIONAL, experiment, run_specs
     from synaug.experiments.common import SCALES, Context, Runner
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -81,19 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", choices=SCALES, default="small")
     p.add_argument("--only", nargs="+", default=None, metavar="EXP",
-                   help=f"experiments to run: {', '.join(EXPERIMENTS)} (aliases: {', '.join(ALIASES)})")
+                   help=f"experiments to run: {', '.join(EXPERIMENTS)} (aliases: {', '.join(ALIASES)}); "
+                        f"not run unless named: {', '.join(OPTIONAL)}")
     p.add_argument("--out", default=str(ROOT / "runs" / "reproduce"), help="folder for all run folders")
     p.add_argument("--results", default=str(ROOT / "docs" / "results.md"),
                    help="markdown file to write (plots go next to it)")
     args = p.parse_args(argv)
     only = EXPERIMENTS if not args.only else tuple(dict.fromkeys(ALIASES.get(e, e) for e in args.only))
-    bad = [e for e in only if e not in EXPERIMENTS]
+    bad = [e for e in only if e not in EXPERIMENTS + OPTIONAL]
     if bad:
-        p.error(f"unknown experiment {bad[0]!r} (choose from {', '.join(EXPERIMENTS)} or {', '.join(ALIASES)})")
+        p.error(f"unknown experiment {bad[0]!r} (choose from {', '.join(EXPERIMENTS + OPTIONAL)} or "
+                f"{', '.join(ALIASES)})")
     out, results = Path(args.out), Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    mods = {name: experiment(name) for name in EXPERIMENTS if name in only}
+    mods = {name: experiment(name) for name in EXPERIMENTS + OPTIONAL if name in only}
     specs = run_specs(args.scale, tuple(mods))
     reuse = {k: v for m in mods.values() for k, v in getattr(m, "REUSE", {}).items() if k in specs}
     runners = [Runner(out, args.scale, s, specs, reuse) for s in args.seeds]

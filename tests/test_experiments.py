@@ -274,9 +274,9 @@ def test_compare_and_merge():
 
 
 def test_every_experiment_module_has_the_interface():
-    from synaug.experiments import EXPERIMENTS, experiment
+    from synaug.experiments import EXPERIMENTS, OPTIONAL, experiment
 
-    for name in EXPERIMENTS:
+    for name in EXPERIMENTS + OPTIONAL:
         mod = experiment(name)
         assert mod.TITLE and callable(mod.analyse)
         for scale in ("small", "tiny"):
@@ -302,9 +302,13 @@ def test_reproduction_specs_are_valid_and_small_scale_is_the_config_files():
     assert small["ldam_drw"]["train"]["algorithm"]["ldam"]["drw_epoch"] < small["ldam_drw"]["train"]["epochs"]
     assert tiny["ce"].get("finetune") is None and tiny["ce"]["train"]["epochs"] == 1
     # only the last-layer step differs between the runs that share one trained model
+    from synaug.experiments import EXPERIMENTS, OPTIONAL
+
+    every = run_specs("small", EXPERIMENTS + OPTIONAL)
+    assert not any(k.endswith("_long") for k in small) and "synaug_long" in every  # long runs only when named
     for a, b in REUSE.items():
         strip = lambda d: {k: v for k, v in d.items() if k not in ("finetune", "description")}  # noqa: E731
-        assert strip(small[a]) == strip(small[b])
+        assert strip(every[a]) == strip(every[b])
 
 
 def test_table3_specs_are_the_config_files_and_consistent():

@@ -68,20 +68,26 @@ def balanced_subset(manifest: Manifest, by: str = "class", per_cell: Optional[in
     return pool.select(keep), info
 
 
+def _balance_ids(rows: Manifest, labels: np.ndarray, by: str, what: str, missing_msg: str) -> np.ndarray:
+    """The id each row is balanced by (its class, or its class x group cell); every class must be present."""
+    if by == "cell":
+        if rows.groups is None or (rows.df["group"] < 0).any():
+            raise SynaugError(f"balance_by: cell needs every {what} to have a group")
+        ids = cell_ids(labels, rows.df["group"].to_numpy(), rows.num_groups)
+    else:
+        ids = labels
+    missing = sorted(set(range(rows.num_classes)) - set(labels.tolist()))
+    if missing:
+        raise SynaugError(f"class {rows.classes[missing[0]]!r} has {missing_msg}")
+    return ids
+
+
 def _draw(pool: Manifest, by: str, per_cell: Optional[int], seed: int) -> tuple[np.ndarray, dict]:
     """Sorted row positions of a balanced draw from ``pool`` (all real train rows)."""
     if len(pool) == 0:
         raise SynaugError("no real training rows (split == 'train', source == 'real') to fine-tune on")
     labels = pool.df["label"].to_numpy()
-    if by == "cell":
-        if pool.groups is None or (pool.df["group"] < 0).any():
-            raise SynaugError("balance_by: cell needs every real training row to have a group")
-        ids = cell_ids(labels, pool.df["group"].to_numpy(), pool.num_groups)
-    else:
-        ids = labels
-    missing = sorted(set(range(pool.num_classes)) - set(labels.tolist()))
-    if missing:
-        raise SynaugError(f"class {pool.classes[missing[0]]!r} has no real training image to fine-tune on")
+    ids = _balance_ids(pool, labels, by, "real training row", "no real training image to fine-tune on")
     present = np.unique(ids)
     counts = {int(k): int((ids == k).sum()) for k in present}
     k = int(per_cell) if per_cell is not None else min(counts.values())
@@ -295,15 +301,7 @@ def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: Fi
     X, _ = extract_features(model, pool, cfg, device)
     Xv, yv = extract_features(model, val, cfg, device)
     yv = yv.numpy()
-    if cfg.balance_by == "cell":
-        if val.groups is None or (val.df["group"] < 0).any():
-            raise SynaugError("balance_by: cell needs every validation row to have a group")
-        gv = cell_ids(yv, val.df["group"].to_numpy(), val.num_groups)
-    else:
-        gv = yv
-    missing = sorted(set(range(val.num_classes)) - set(yv.tolist()))
-    if missing:
-        raise SynaugError(f"class {val.classes[missing[0]]!r} has no validation row for DFR to fit on")
+    gv = _balance_ids(val, yv, cfg.balance_by, "validation row", "no validation row for DFR to fit on")
     seed = seed_for(cfg.seed, 0xDF) % 2**32
     res = dfr_tr_val(X.numpy(), Xv.numpy(), yv, gv, cfg.dfr_Cs, penalty=cfg.dfr_penalty, repeats=cfg.dfr_draws,
                      tune_repeats=cfg.dfr_tune_repeats, select=cfg.dfr_select, num_classes=val.num_classes,

@@ -1,0 +1,25 @@
+"""Table 1 at two training budgets (the CPU runs' epochs and LONG_EPOCHS): is a finding decided by the budget?
+
+Not run by default (about 50 min more on 2 cores): ``reproduce_cpu.py --only table1_long``.
+"""
+from __future__ import annotations
+
+from . import table1
+from .cifar_lt import REUSE, setup  # noqa: F401  (REUSE, setup: read by the driver)
+from .common import Context
+
+TITLE = "Table 1 at two training budgets"
+PAPER = table1.PAPER
+BUDGETS = ("", "_long")
+
+
+def specs(scale: str) -> dict[str, dict]:
+    return table1.specs(scale, BUDGETS)
+
+
+def runs(scale: str) -> list[str]:
+    return table1.runs(scale, BUDGETS)
+
+
+def analyse(runners, ctx: Context) -> tuple[list[str], float]:
+    return table1.analyse(runners, ctx, BUDGETS)
