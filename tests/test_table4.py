@@ -168,5 +168,7 @@ def test_table4_and_step3_run_at_tiny_scale(tmp_path):
     md3, secs = mods["step3"].analyse([runner], ctx)
     text3 = "\n".join(md3)
     assert "**validation** mean-class accuracy" in text3 and "Best point:" in text3 and secs >= 0
+    n_val = int(re.search(r"the validation split has (\d+) images", text3).group(1))
+    assert n_val == specs["synaug"]["data"]["val_per_class"] * 10  # CIFAR-10
     sweep = json.loads((d / "step3_sweep.json").read_text())["result"]
     assert len(sweep["points"]) == 4 and all(0 <= p["mean_class"] <= 1 for p in sweep["points"])
