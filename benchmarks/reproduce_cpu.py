@@ -48,8 +48,9 @@ def write_results(path: Path, sections: dict, setups: list[str], scale: str, see
         + f"; seeds {', '.join(map(str, seeds))} (mean ± sample std over seeds).",
         f"- Machine: {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}. Total wall time of this invocation: {total / 60:.1f} min "
-        "(runs cached by an earlier invocation count 0 here; per-experiment times below are the runs' own compute "
-        "times, summed over every invocation that computed them).", "",
+        "(runs cached by an earlier invocation count only their cache check here; per-experiment times below are "
+        "the runs' own compute times, summed over every invocation: a later invocation that finds a run cached adds "
+        "only its check of a few seconds).", "",
         "**What made the synthetic images.** Every SYNAuG row of the CIFAR-10 experiments uses real Stable Diffusion "
         "1.4 outputs: the 49,080 generated images of the ten CIFAR-10 classes in CIFAKE (`../shared/data/cifake/"
         "sd14.tar`, dataset `shared-sd14`). No diffusion weights exist on this machine, so the images are taken from "

@@ -88,9 +88,7 @@ def longer(spec: dict, epochs: int) -> dict:
     sched = dict(t.get("schedule") or {})
     if sched.get("milestones"):
         sched["milestones"] = [max(1, round(m * epochs / old)) for m in sched["milestones"]]
-    out = merge(spec, {"train": {"epochs": epochs, "schedule": sched}})
-    out["description"] = f"{spec.get('description', '')} [{epochs} epochs]".strip()
-    return out
+    return merge(spec, {"train": {"epochs": epochs, "schedule": sched}})  # described by _describe
 
 
 def balanced_specs(scale: str) -> dict[str, dict]:

@@ -147,18 +147,19 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
                         else "**not the best point: consider the best point as the default**.")))
     else:
         md.append(f"- The runs' default ({default_key}) is not a grid point.")
-    balanced = [k for k in keys if k[0] is None]
-    if balanced and default_key in score and default_key[0] is None:
+    if default_key in score and default_key[0] is None:
+        balanced = [k for k in keys if k[0] is None]
         bb = max(balanced, key=lambda k: mean_std(score[k])[0])
-        lo, hi = (min(mean_std(score[k])[0] for k in balanced if k[2] <= default_key[2]),
-                  max(mean_std(score[k])[0] for k in balanced if k[2] <= default_key[2]))
+        low_lr = [mean_std(score[k])[0] for k in balanced if k[2] <= default_key[2]]
+        lo, hi = min(low_lr), max(low_lr)
         md.append(f"- Only the 'min' rows are class-balanced subsets (the paper's step 3): with a larger per-class "
                   "count, classes with fewer real images give all they have, so the subset is imbalanced again. "
                   f"Best balanced point: {bb[1]} epochs, lr {bb[2]:g} ({fmt(score[bb])}); balanced points with lr "
                   f"<= {default_key[2]:g} span {lo:.2f}–{hi:.2f}.")
     n_val = _val_rows(runners[0].dir / BASE_RUN)
     if n_val:
-        se = 100.0 * math.sqrt(max(b_m, 1.0) / 100.0 * (1.0 - min(b_m, 99.0) / 100.0) / n_val)
+        acc = b_m / 100.0
+        se = 100.0 * math.sqrt(acc * (1.0 - acc) / n_val)
         md.append(f"- Resolution: the validation split has {n_val} images, one standard error of one accuracy "
                   f"measurement is about {se:.1f} points, and the best of {len(keys)} grid points is biased upwards "
                   "by the choice itself.")
