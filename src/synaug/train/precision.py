@@ -27,9 +27,10 @@ ENV_CPU_BF16 = "SYNAUG_CPU_BF16"
 #: CPU feature flags (``/proc/cpuinfo``) of native bf16 matrix units
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 #: ``compile: auto`` compiles runs of at least this many optimizer steps (full batches, all
-#: epochs): the cold start (tracing + C++ build of the step variants, ~20-60 s on a 2-core CPU)
-#: must be repaid by the per-step gain (benchmarks/bench_train.py; docs/speed.md)
-COMPILE_MIN_STEPS = {"cpu": 600, "cuda": 2000}
+#: epochs): the cold start (tracing + C++ build, ~60 s per step variant on a 2-core CPU, a few
+#: seconds once inductor's cache holds the graphs) must be repaid by the per-step gain, measured
+#: 1.05-1.17x on an AVX2 CPU and 1.29x on an AMX one at ~0.5 s per CPU step (docs/speed.md)
+COMPILE_MIN_STEPS = {"cpu": 2000, "cuda": 2000}
 
 
 @functools.lru_cache(maxsize=1)
