@@ -118,10 +118,20 @@ def load_pipeline(cfg, kind: str = "txt2img", device: str = "cpu"):
     try:
         pipe = cls.from_pretrained(model, **kwargs)
     except Exception as e:  # hub, IO and config errors come in many types; all are user-fixable here
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise SynaugError(f"cannot load model {cfg.model!r} ({names[(cfg.pipeline, kind)]}): "
-                          f"{type(e).__name__}: {first}") from None
+        raise SynaugError(load_failure(cfg, names[(cfg.pipeline, kind)], e, _is_local(model))) from None
     return _finish(pipe, cfg, device)
+
+
+def load_failure(cfg, cls_name: str, err: Exception, local: bool) -> str:
+    """One line: what failed, where the model was looked for, and a known replacement id."""
+    from .hub import removed_note, sources_tried
+
+    first = (str(err).strip().splitlines() or [""])[0]
+    msg = f"cannot load model {cfg.model!r} ({cls_name}): {type(err).__name__}: {first}"
+    if local:
+        return msg
+    note = removed_note(cfg.model)
+    return f"{msg}; {sources_tried(cfg.model, cfg.local_files_only)}" + (f"; {note}" if note else "")
 
 
 def _random_pipeline(arch: str, kind: str, device: str, dtype):
