@@ -63,6 +63,28 @@ def model_label(model: str) -> str:
 
 RANDOM_PREFIX = "random:"
 
+#: the oldest releases synaug works with (pyproject.toml pins the same): diffusers' from_pretrained
+#: takes ``dtype=`` from 0.40 (older releases ignore it and load fp32); transformers builds a CLIP
+#: tokenizer from an in-memory vocabulary (``random:`` pipelines) from 5.0
+MIN_VERSIONS = {"diffusers": "0.40.0", "transformers": "5.0.0"}
+
+
+def check_versions() -> None:
+    """Refuse installed diffusers / transformers older than :data:`MIN_VERSIONS` in one line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    for pkg, least in MIN_VERSIONS.items():
+        try:
+            have = version(pkg)
+        except PackageNotFoundError:
+            raise SynaugError(f"{pkg} is not installed; the diffusers backends need it: "
+                              f"pip install 'synaug[gen]'") from None
+        if Version(have) < Version(least):
+            raise SynaugError(f"{pkg} {have} is older than {least}, the oldest synaug works with: "
+                              f"pip install -U '{pkg}>={least}'")
+
 
 def check_model(cfg) -> str:
     """Fail fast (before heavy imports) on a missing model; returns the id or the folder path."""
@@ -97,6 +119,7 @@ def load_pipeline(cfg, kind: str = "txt2img", device: str = "cpu"):
         e.g. ``"cpu"``, ``"cuda:0"``.
     """
     model = check_model(cfg)
+    check_versions()
     if model.startswith(RANDOM_PREFIX):
         return _finish(_random_pipeline(model[len(RANDOM_PREFIX):], kind, device, resolve_dtype(cfg.dtype, device)),
                        cfg, device)

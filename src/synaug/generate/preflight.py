@@ -77,8 +77,8 @@ def check_generation(cfg, kind: Optional[str] = None) -> ModelCheck:
     if device == "cpu" and dtype != "fp32":
         found.notes.append(f"{dtype} on the CPU is slow (fp32 is the CPU default)")
     if found.free_bytes is not None and found.weight_bytes > found.free_bytes:
-        raise SynaugError(f"{found.line()}: the weights alone need more than the free memory; free memory "
-                          f"on {device}, use dtype: fp16, or use another device")
+        raise SynaugError(f"{found.line()}: the weights alone do not fit; make room on {device}, use dtype: fp16, "
+                          "or use another device")
     return found
 
 
