@@ -161,8 +161,9 @@ def main() -> None:
     if cands:
         _, (v, size, bs) = max(cands)
         n = args.e2e_images or 4 * bs
-        per = -(-n // len(classes))
-        p2 = Plan("class", classes, [Cell(i, c, 0, per, attributes={"class": c}) for i, c in enumerate(classes)])
+        cls = classes[:min(n, len(classes))]
+        per = -(-n // len(cls))
+        p2 = Plan("class", cls, [Cell(i, c, 0, per, attributes={"class": c}) for i, c in enumerate(cls)])
         cfg = base.model_copy(update={"batch_size": bs, "gen_size": size, "channels_last": "channels_last" in v})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

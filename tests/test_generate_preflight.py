@@ -205,9 +205,6 @@ def test_generate_loads_a_hub_id_from_the_cache_offline(fake_hub, tmp_path):
     env = dict(os.environ, HF_HUB_CACHE=str(fake_hub.cache), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     exe = Path(sys.executable).parent / "synaug"
-    r = subprocess.run([str(exe), "generate", "--check", "--config", str(tmp_path / "gen.yaml")], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "Hugging Face cache" in r.stdout, r.stderr
     r = subprocess.run([str(exe), "generate", "--plan", str(tmp_path / "plan.json"), "--config",
                         str(tmp_path / "gen.yaml"), "--no-progress"], env=env, capture_output=True, text=True,
                        timeout=300)
