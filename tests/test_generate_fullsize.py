@@ -129,6 +129,16 @@ def test_full_size_sd15_makes_an_image_on_the_cpu_through_synaug_generate(tmp_pa
     counts = parameter_counts(pipe)
     assert abs(counts["unet"] / 1e6 - PUBLISHED_MILLIONS["sd15"]["unet"]) < 1
     assert pipe.unet.dtype == torch.float32 and pipe.unet.device.type == "cpu"   # auto on the CPU: fp32
+    # the preflight's size of this model is the memory the pipeline that ran really holds
+    from synaug.generate.preflight import check_generation
+
+    found = check_generation(GenerateConfig(model="random:sd15", device="cpu"))
+    assert found.params == counts and found.dtype == "fp32"
+    assert found.weight_bytes == _weight_bytes(pipe)
+
+
+def _weight_bytes(pipe) -> int:
+    return sum(p.numel() * p.element_size() for k in ("unet", "vae", "text_encoder") for p in getattr(pipe, k).parameters())
 
 
 @pytest.mark.slow
@@ -142,7 +152,11 @@ def test_full_size_sd15_fp16_cast_runs_as_far_as_the_cpu_allows(tmp_path, monkey
         pipe = load_pipeline(GenerateConfig(model="random:sd15", dtype="fp16", device="cpu", steps=1), "txt2img", "cpu")
     weights = [p for k in ("unet", "vae", "text_encoder") for p in getattr(pipe, k).parameters()]
     assert {p.dtype for p in weights} == {torch.float16}
-    assert abs(sum(p.numel() * p.element_size() for p in weights) / 1e9 - 2.13) < 0.01   # 1.07 B x 2 bytes
+    assert abs(_weight_bytes(pipe) / 1e9 - 2.13) < 0.01                  # 1.07 B x 2 bytes
+    from synaug.generate.preflight import check_generation                 # what the preflight announces
+
+    assert check_generation(GenerateConfig(model="random:sd15", device="cpu", dtype="fp16")).weight_bytes == \
+        _weight_bytes(pipe)
     if not FULL:
         gen = torch.Generator("cpu").manual_seed(0)
         with torch.inference_mode():
