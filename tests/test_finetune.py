@@ -138,6 +138,27 @@ def test_dfr_fits_on_validation_rows_with_the_scaler_of_the_training_features(da
     assert FinetuneConfig(mode="dfr").dfr_draws == 20 and FinetuneConfig(mode="dfr", dfr_data="train").dfr_draws == 10
 
 
+def test_dfr_balances_by_cell_on_data_with_groups_unless_told_otherwise(data, tmp_path):
+    """On a dataset with groups, DFR's "worst group" is a class x group cell, as in the reference
+    (Waterbirds' four groups): ``balance_by: auto`` (the default) balances DFR by cell."""
+    def dfr(**kw):
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        finetune_last_layer(_model(), data["all"], _cfg(data, mode="dfr", dfr_Cs=[1.0], dfr_repeats=1, **kw), out)
+        return json.loads((out / "finetune.json").read_text())["dfr"]
+
+    assert FinetuneConfig().balance_by == "auto"
+    d = dfr()                                                  # 4 cells of 6 validation rows
+    assert d["balance_by"] == "cell" and d["groups"] == 4 and d["per_group"] == 6
+    d = dfr(balance_by="class")                                # told otherwise: 2 classes of 12
+    assert d["balance_by"] == "class" and d["groups"] == 2 and d["per_group"] == 12
+    d = dfr(dfr_data="train")                                  # the training-draw variant: smallest real cell 5
+    assert d["balance_by"] == "cell" and d["subset_size"] == 4 * 5
+    # without groups DFR balances classes; fine-tuning keeps class balance unless told cell
+    assert FinetuneConfig(mode="dfr").balance_for(False) == "class"
+    assert FinetuneConfig(mode="finetune").balance_for(True) == "class"
+    assert FinetuneConfig(mode="retrain", balance_by="cell").balance_for(True) == "cell"
+
+
 def test_dfr_needs_validation_rows(data):
     with pytest.raises(SynaugError, match="validation split"):
         finetune_last_layer(_model(), data["real"], _cfg(data, mode="dfr"))

@@ -490,3 +490,16 @@ def test_inter_class_guides_are_drawn_regardless_of_the_class(tmp_path):
     gen, got = guides(exclude_own_class=True)         # the earlier behaviour, a named option
     assert not any(p.split("/real/")[1].startswith("cat/") for p in got)
     assert gen.name.startswith("img2img-inter-other")
+
+
+def test_generate_help_says_how_inter_draws_its_guides():
+    """``synaug generate --help`` describes the default inter-class draw (any class, own included)
+    and the option that restricts it, not the earlier "random other class"."""
+    import re
+
+    from synaug.generate.cli import DESCRIPTION
+
+    text = " ".join(DESCRIPTION.split())
+    assert "random other class" not in text
+    inter = re.search(r"inter \((.*?)\), img2img\.strength", text).group(1)
+    assert "any class" in inter and "own included" in inter and "exclude_own_class: true" in inter

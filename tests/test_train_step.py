@@ -2,8 +2,14 @@
 plan's probabilities, no host synchronisation per step, and eager == graphed == compiled.
 
 Tolerances (fp32, CPU):
-* graphed vs eager: bit-identical (the same kernels replayed; on CPU the capture is emulated by
-  ``EmulatedCapture`` below, which checks the runner's warm-up / capture / replay bookkeeping);
+* graphed vs eager: bit-identical (the same kernels replayed). On the CPU the capture is emulated
+  by ``EmulatedCapture`` below. A replay re-runs the step's Python, so equality alone would only
+  check the bookkeeping; the emulation also fails where a real graph would go wrong: an object the
+  step reads (inputs, tables, optimizer, parameters, optimizer state, lr, epoch) rebound between
+  capture and replay, a replay whose ops read other tensors or values than the capture's, a
+  captured step that never ran in a side-stream warm-up, a torch.compile compilation inside a
+  capture. What it cannot show: CUDA's own capture rules (allocations, syncs, other threads) and
+  kernel-level numerics, which ``benchmarks/check_step_gpu.py`` checks on a GPU;
 * eager step vs a plain PyTorch step written from the references: |diff| <= 1e-5 on every
   parameter and buffer after one SGD step at lr 0.1 (measured 1.5e-6: the fused normalisation
   ``x * 1/(255 std) - mean/std`` and the soft-target CE only reorder float ops);
@@ -16,6 +22,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.utils import counters as dynamo_counters
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from synaug.errors import SynaugError
 from synaug.train import TrainConfig
@@ -24,8 +33,8 @@ from synaug.train.config import MixConfig
 from synaug.train.data import ImageSet, split_batches
 from synaug.train.loop import build_model
 from synaug.train.optim import build_optimizer
-from synaug.train.step import (CHECK_EVERY, CUTMIX, MIN_GRAPH_STEPS, MIXUP, NONE, WARMUP_STEPS, TrainStep, choose_mode,
-                               cutmix_box, draw_mix_plan, mix_batch, one_hot)
+from synaug.train.step import (CHECK_EVERY, CUTMIX, MIN_GRAPH_STEPS, MIXUP, NONE, WARMUP_STEPS, CudaCapture, TrainStep,
+                               _Tables, choose_mode, cutmix_box, draw_mix_plan, mix_batch, one_hot)
 from synaug.train.toydata import make_toy_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,27 +154,121 @@ def _cfg(cache, **over) -> TrainConfig:
     return TrainConfig.model_validate(base)
 
 
-class EmulatedCapture:
-    """CPU stand-in for ``CudaCapture``: warm-up runs the step, capture records it without running
-    it (as CUDA capture does), a replay runs the recorded step on the same fixed buffers."""
+class _OpRecorder(TorchDispatchMode):
+    """Records what a CUDA graph freezes of one step: every op in order, for every tensor it
+    reads that existed before the step its address, and every other argument's value (the
+    learning rate reaches SGD as a Python float, frozen into a captured graph)."""
 
     def __init__(self):
+        super().__init__()
+        self.ops: list = []
+        self._made: set = set()  # storages the step itself allocated (a graph's private pool)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ins, read = [], set()
+        for a in pytree.tree_leaves((args, kwargs)):
+            if isinstance(a, torch.Tensor):
+                key = a.untyped_storage().data_ptr() if a.numel() else None
+                read.add(key)
+                ins.append("new" if key in self._made or key is None else ("at", a.data_ptr(), tuple(a.shape)))
+            elif isinstance(a, (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+                                torch.memory_format)):
+                ins.append(a)
+            else:
+                ins.append(type(a).__name__)    # e.g. the profiler's record objects
+        for o in pytree.tree_leaves(out):
+            if isinstance(o, torch.Tensor) and o.numel() and o.untyped_storage().data_ptr() not in read:
+                self._made.add(o.untyped_storage().data_ptr())
+        self.ops.append((str(func), tuple(ins)))
+        return out
+
+
+def _bindings(step) -> dict:
+    """The objects a graph captured from ``step`` reads (by identity) and the Python values frozen
+    into it: inputs, the full-batch tables, optimizer, parameters and their state, lr, epoch."""
+    t = step._tables["full"]
+    opt = step.optimizer
+    return {
+        "inputs": [step.images.images, *step._inp.values()],
+        "tables": [t, *(v for v in vars(t).values() if torch.is_tensor(v))],
+        "optimizer": [opt, *(p for g in opt.param_groups for p in g["params"])],
+        "optimizer state": [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)],
+        "lr": [(g["lr"], g.get("momentum"), g.get("weight_decay")) for g in opt.param_groups],
+        "epoch": [step._epoch],
+        "network": [step.net, step.stats],
+    }
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(x is y or (not torch.is_tensor(x) and x == y) for x, y in zip(a, b))
+
+
+class EmulatedCapture:
+    """CPU stand-in for ``CudaCapture`` that fails where a real CUDA graph would go wrong.
+
+    * ``warmup`` runs the step and records its ops; ``capture`` runs nothing (as CUDA capture
+      does) but records the objects the step reads and the Python values frozen into a graph
+      (:func:`_bindings`); a replay runs the recorded step again on the same buffers.
+    * Before every replay the bindings must be the ones captured: a rebound input, table,
+      optimizer, parameter, lr or epoch fails (a real graph would silently use the old one).
+    * The first replay of a capture records its ops (``trace=True``): they must equal those of a
+      warm-up (a step whose first run would have happened inside the capture — lazy optimizer
+      state, a variant never warmed up — fails), and no torch.compile compilation may happen in
+      it. Every later replay must run the same ops on tensors at the same addresses with the same
+      values, or it fails (something the step reads was rebound, e.g. per-step state outside
+      tensors updated in place).
+    """
+
+    def __init__(self, trace: bool = True):
+        self.trace = trace
+        self.step = None                  # set by _runner
         self.warmups = self.captures = self.replays = 0
+        self.warmed: set = set()          # op sequences seen in warm-ups
 
     def new_epoch(self):
         pass
 
+    def _run(self, fn):
+        if not self.trace:
+            fn()
+            return None
+        with _OpRecorder() as rec:
+            fn()
+        return rec.ops
+
     def warmup(self, fn, steps):
         for _ in range(steps):
             self.warmups += 1
-            fn()
+            ops = self._run(fn)
+            if ops is not None:
+                self.warmed.add(tuple(name for name, _ in ops))
 
     def capture(self, fn):
         self.captures += 1
+        bound = _bindings(self.step)
+        ref = []
 
         def replay():
             self.replays += 1
-            fn()
+            now = _bindings(self.step)
+            for k in bound:
+                if not _same(bound[k], now[k]):
+                    raise AssertionError(f"graph replayed after its {k} was rebound")
+            graphs_before = dynamo_counters["stats"]["unique_graphs"]
+            ops = self._run(fn)
+            if not ref:
+                if dynamo_counters["stats"]["unique_graphs"] != graphs_before:
+                    raise AssertionError("torch.compile compiled inside a CUDA-graph capture")
+                if ops is not None and tuple(name for name, _ in ops) not in self.warmed:
+                    raise AssertionError("captured a step that never ran in a warm-up (its first run was "
+                                         "inside the capture)")
+                ref.append(ops)
+            elif ops is not None and ops != ref[0]:
+                i = next((i for i, (a, b) in enumerate(zip(ref[0], ops)) if a != b), min(len(ops), len(ref[0])))
+                raise AssertionError(f"replay differs from the capture at op {i} "
+                                     f"({ref[0][i][0] if i < len(ref[0]) else 'end'}): it reads other tensors or values")
         return replay
 
 
@@ -181,6 +284,8 @@ def _runner(manifest, cfg, mode="eager", capture=None, algo="ce"):
     opt = build_optimizer(model.parameters(), cfg.optim)
     step = TrainStep(model, model, opt, a, images, cfg, dev, None, mode, capture)
     step.set_optimizer(opt)
+    if capture is not None:
+        capture.step = step
     return step, model, images
 
 
@@ -197,9 +302,13 @@ def _epochs(step, images, cfg, epochs=2):
     return losses
 
 
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_graph_replay_equals_eager(toy):
     m, cache = toy
-    cfg = _cfg(cache, cuda_graph="on")
+    cfg = _cfg(cache, batch_size=4, cuda_graph="on")   # Mixup + CutMix: mixed and unmixed batches
     eager, me, images = _runner(m, cfg)
     le = _epochs(eager, images, cfg)
     cap = EmulatedCapture()
@@ -208,21 +317,147 @@ def test_graph_replay_equals_eager(toy):
     assert le == lg
     for (k, a), b in zip(me.state_dict().items(), mg.state_dict().values()):
         assert torch.equal(a, b), k
-    # 64 rows / 16 = 4 full batches per epoch (no tail): 3 warm-up steps, then graphs; the second
-    # epoch captures again (its lr / epoch are fixed inside a graph) without warming up
-    assert cap.warmups == WARMUP_STEPS and cap.replays == 2 * 4 - WARMUP_STEPS
-    assert 2 <= cap.captures <= 4 and graphed.captures == cap.captures
+    # 64 rows / 4 = 16 full batches per epoch (no tail): every one ran as a side-stream warm-up or
+    # a replay; each variant warms up WARMUP_STEPS times, once; the second epoch captures again
+    # (its lr / epoch are fixed inside a graph) without warming up
+    assert cap.warmups + cap.replays == 2 * 16 and cap.warmups == 2 * WARMUP_STEPS
+    assert cap.captures == graphed.captures >= 3
+
+
+def _late_unmixed_mix_seed(cfg, steps: int) -> int:
+    """A mix-plan seed whose first WARMUP_STEPS batches are all mixed and whose later batches hold
+    more than WARMUP_STEPS unmixed ones: the unmixed variant is first met after the warm-up."""
+    for seed in range(200):
+        kind = draw_mix_plan(np.random.default_rng(seed), [cfg.batch_size] * steps, (16, 16), cfg.mix, True).kind
+        if (kind[:WARMUP_STEPS] != NONE).all() and (kind[WARMUP_STEPS:] == NONE).sum() > WARMUP_STEPS:
+            return seed
+    raise AssertionError("no such seed")  # pragma: no cover
+
+
+def _one_epoch(step, images, cfg, mix_seed):
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    step.model.train()
+    return step.run_epoch(0, split_batches(order, cfg.batch_size), np.random.default_rng(1),
+                          np.random.default_rng(mix_seed), torch.Generator().manual_seed(0), True)
+
+
+def test_a_variant_first_met_after_the_warm_up_is_warmed_up_before_its_capture(toy):
+    """Mixup + CutMix (cutmix_prob 0.5): an unmixed batch may first come after the warm-up steps;
+    capturing it then would run its first step (and its compilation) inside the capture."""
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=2, cuda_graph="on")   # 32 full batches
+    seed = _late_unmixed_mix_seed(cfg, 32)
+    eager, me, images = _runner(m, cfg)
+    cap = EmulatedCapture()
+    graphed, mg, images_g = _runner(m, cfg, "graph", cap)
+    assert _one_epoch(graphed, images_g, cfg, seed) == _one_epoch(eager, images, cfg, seed)
+    assert _same_weights(me, mg)
+    assert cap.warmups == 2 * WARMUP_STEPS and cap.captures == 2 and cap.replays == 32 - 2 * WARMUP_STEPS
+
+
+@pytest.mark.slow  # dynamo tracing of two variants: ~10 s
+def test_compiled_variants_compile_before_their_capture(toy, monkeypatch):
+    """compile + graphs: every variant is compiled in a side-stream warm-up, never inside a capture
+    (upstream torch.compile fails under graph capture). aot_eager: dynamo + AOTAutograd without
+    inductor's C++ build, so the test stays fast; the emulation counts dynamo's compiled graphs."""
+    import synaug.train.step as step_mod
+
+    real = torch.compile
+    monkeypatch.setattr(step_mod.torch, "compile", lambda fn, **kw: real(fn, backend="aot_eager", dynamic=False))
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=2, cuda_graph="on", compile=True, model={"name": "resnet20", "width": 4})
+    seed = _late_unmixed_mix_seed(cfg, 32)
+    cap = EmulatedCapture(trace=False)
+    graphed, _, images = _runner(m, cfg, "graph", cap)
+    before = dynamo_counters["stats"]["unique_graphs"]
+    _one_epoch(graphed, images, cfg, seed)
+    assert dynamo_counters["stats"]["unique_graphs"] > before          # it did compile
+    assert cap.captures == 2 and cap.replays == 32 - 2 * WARMUP_STEPS
+
+
+def test_cuda_capture_uses_the_thread_local_error_mode(monkeypatch):
+    """The streaming loader's pin-memory thread allocates pinned memory while the main thread
+    captures; only the thread-local (or relaxed) capture mode tolerates that."""
+    seen = {}
+
+    class FakeGraph:
+        def replay(self):
+            pass
+
+    class FakeGraphContext:
+        def __init__(self, g, **kw):
+            seen.update(kw)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", FakeGraphContext)
+    ran = []
+    CudaCapture().capture(lambda: ran.append(1))
+    assert ran == [1] and seen.get("capture_error_mode") in ("thread_local", "relaxed")
 
 
 def test_last_partial_batch_runs_eagerly_in_graph_mode(toy):
     m, cache = toy
-    cfg = _cfg(cache, batch_size=24, cuda_graph="on")  # 64 rows: two batches of 24 and a tail of 16
+    cfg = _cfg(cache, batch_size=24, cuda_graph="on", mix={"mixup": True})  # 64 rows: 2 x 24 + a tail of 16
     cap = EmulatedCapture()
     graphed, mg, images = _runner(m, cfg, "graph", cap)
     eager, me, _ = _runner(m, cfg)
     assert _epochs(graphed, images, cfg, 3) == _epochs(eager, images, cfg, 3)
     assert cap.warmups == WARMUP_STEPS and cap.replays == 3 * 2 - WARMUP_STEPS
-    assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
+    assert _same_weights(me, mg)
+
+
+def _rebind(what: str, step, model, cfg) -> None:
+    if what == "optimizer":      # a new optimizer without set_optimizer (and no new capture)
+        step.optimizer = build_optimizer(model.parameters(), cfg.optim)
+    elif what == "lr":           # a per-step schedule would do this; a graph keeps the old lr
+        for g in step.optimizer.param_groups:
+            g["lr"] *= 0.5
+    elif what == "tables":
+        old = step._tables["full"]
+        new = _Tables(old.S, old.b, step.device)
+        new.load({k: getattr(old, k).numpy() for k in ("idx", "oy", "ox", "pair", "flip", "img_w", "lab_w", "box")})
+        new.counter.copy_(old.counter)
+        step._tables["full"] = new
+    elif what == "inputs":
+        step.images.images = step.images.images.clone()
+    elif what == "epoch":
+        step._epoch += 1
+
+
+@pytest.mark.parametrize("what", ["optimizer", "lr", "tables", "inputs", "epoch"])
+def test_the_emulated_capture_fails_when_the_step_rebinds_what_a_graph_reads(toy, what):
+    """The CPU emulation replays Python, so by itself it would follow a rebound object; it must
+    fail instead, as a real graph would keep reading the captured one."""
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=4, cuda_graph="on", mix={"mixup": True})
+    step, model, images = _runner(m, cfg, "graph", EmulatedCapture())
+    done = []
+
+    def on_step(n, mean):
+        done.append(n)
+        if len(done) == WARMUP_STEPS + 2:       # after the capture and two replays
+            _rebind(what, step, model, cfg)
+
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(AssertionError, match=f"graph replayed after its {what} was rebound"):
+        step.run_epoch(0, split_batches(order, 4), np.random.default_rng(1), np.random.default_rng(2),
+                       torch.Generator(), True, on_step)
+
+
+def test_the_emulated_capture_fails_on_per_step_state_rebound_outside_the_step(toy):
+    """group_dro re-binds its weights ``q`` every step (why ``choose_mode`` keeps it eager): forced
+    into graph mode, the replays read another ``q`` than the capture did, which the op trace sees."""
+    m, cache = toy
+    cfg = _cfg(cache, batch_size=4, cuda_graph="on", mix={"mixup": True})
+    step, _, images = _runner(m, cfg, "graph", EmulatedCapture(), algo="group_dro")
+    with pytest.raises(AssertionError, match="replay differs from the capture"):
+        _epochs(step, images, cfg, 1)
 
 
 class FailingCapture(EmulatedCapture):
@@ -254,19 +489,20 @@ def test_auto_leaves_short_epochs_eager(toy):
     cfg = _cfg(cache, batch_size=2)                                      # 32 full batches per epoch
     step, _, images = _runner(m, cfg, "graph", long_)
     _epochs(step, images, cfg, 1)
-    assert long_.warmups == WARMUP_STEPS and long_.captures >= 1 and long_.replays == 32 - WARMUP_STEPS
+    assert long_.warmups == 2 * WARMUP_STEPS and long_.captures >= 1 and long_.replays == 32 - 2 * WARMUP_STEPS
 
 
 def test_streaming_path_graph_replay_equals_eager(toy):
     # large-image path: batches come from a DataLoader and are copied into fixed buffers for graphs
     m, cache = toy
-    cfg = _cfg(cache, batch_size=24, cuda_graph="on", data={"cache_dir": cache, "mode": "stream", "num_workers": 0})
+    cfg = _cfg(cache, batch_size=12, cuda_graph="on", mix={"mixup": True},
+               data={"cache_dir": cache, "mode": "stream", "num_workers": 0})   # 5 x 12 + a tail of 4
     eager, me, images = _runner(m, cfg)
     assert images.mode == "stream" and images.image_hw == (16, 16)
     cap = EmulatedCapture()
     graphed, mg, images_g = _runner(m, cfg, "graph", cap)
     assert _epochs(eager, images, cfg, 2) == _epochs(graphed, images_g, cfg, 2)
-    assert cap.replays == 2 * 2 - WARMUP_STEPS and graphed._static["x"].shape == (24, 3, 16, 16)
+    assert cap.replays == 2 * 5 - WARMUP_STEPS and graphed._static["x"].shape == (12, 3, 16, 16)
     assert all(torch.equal(a, b) for a, b in zip(me.state_dict().values(), mg.state_dict().values()))
 
 

@@ -234,6 +234,10 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
                           gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter)
         else:
             load_pool(plan, gcfg)
+    if gen_on and not gen_cached and gcfg.backend != "pool":  # the model exists and fits, before any stage
+        from .generate.preflight import check_generation
+
+        log(f"[generate] preflight: {check_generation(gcfg).line()}")
 
     # ---------------------------------------------------------------- data + inspect
     save_resolved(cfg, run_dir / "config.yaml")

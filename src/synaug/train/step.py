@@ -24,8 +24,13 @@ How:
   not fp16 (the GradScaler reads an overflow flag on the host every step; use bf16) and the
   algorithm's state is updated in place (stateless algorithms, or ``graph_safe = True``).
   Graphs are captured again at every epoch start (the learning rate and the algorithm's
-  epoch-dependent choices are fixed inside a graph); the first capture after an optimizer is
-  built follows :data:`WARMUP_STEPS` eager steps on a side stream, as PyTorch requires.
+  epoch-dependent choices are fixed inside a graph). Before a variant is first captured after an
+  optimizer is built, it runs :data:`WARMUP_STEPS` times eagerly on a side stream, as PyTorch
+  requires (lazy optimizer state, cuBLAS / cuDNN set-up and, with ``compile``, compilation and
+  autotuning must not happen inside a capture); a variant first met late in an epoch (e.g. the
+  unmixed one under CutMix's ``cutmix_prob``) is warmed up then, before its capture.
+  Captures use the thread-local error mode: the pin-memory thread of the streaming loader may
+  allocate pinned host memory meanwhile, which the global mode turns into a failed capture.
   ``auto`` leaves epochs of fewer than :data:`MIN_GRAPH_STEPS` full batches eager (the captures
   would cost what they save).
 * ``compile`` wraps the forward half (data → logits / targets) in ``torch.compile``; it
@@ -54,8 +59,9 @@ from .precision import autocast, resolve_amp
 NONE, MIXUP, CUTMIX = 0, 1, 2
 #: the host reads the device accumulators (loss, divergence) every this many steps
 CHECK_EVERY = 50
-#: eager steps before the first CUDA-graph capture of an optimizer (side stream, as documented
-#: in PyTorch's CUDA-graph notes: lazy state such as momentum buffers must exist before capture)
+#: eager steps of each variant (mixed / unmixed) before its first CUDA-graph capture with an
+#: optimizer (side stream, as documented in PyTorch's CUDA-graph notes: lazy state such as momentum
+#: buffers must exist, and torch.compile must have compiled, before capture)
 WARMUP_STEPS = 3
 #: ``cuda_graph: auto`` captures only epochs with at least this many full batches: a capture
 #: costs about as much host time as several eager steps (one traced step, instantiation, a
@@ -207,7 +213,9 @@ class CudaCapture:
 
     def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
+        # thread_local: the streaming DataLoader's pin-memory thread may call cudaHostAlloc while
+        # this thread captures; the default (global) mode would invalidate the capture for it
+        with torch.cuda.graph(g, pool=self.pool, capture_error_mode="thread_local"):
             fn()
         return g.replay
 
@@ -265,7 +273,7 @@ class TrainStep:
         self._tables: dict[str, _Tables] = {}
         self._inp: dict[str, torch.Tensor] = {}    # streaming path: the current batch
         self._static: dict[str, torch.Tensor] = {} # ... and the fixed buffers graphs read it from
-        self._warm = 0                             # side-stream warm-up steps since the optimizer was built
+        self._warm: dict[bool, int] = {}           # warm-up steps per variant since the optimizer was built
         self._epoch = 0
         self.captures = 0                          # graphs captured (reported by benchmarks)
         self.capture_s = 0.0                       # ... and the host time they took
@@ -283,7 +291,7 @@ class TrainStep:
     def set_optimizer(self, optimizer) -> None:
         """A new optimizer (head phase): graphs are warmed up again before the next capture."""
         self.optimizer = optimizer
-        self._warm = 0
+        self._warm = {}
         if self.mode == "graph":
             for g in optimizer.param_groups:
                 if "capturable" in g:   # Adam / AdamW keep their step count on the device
@@ -419,21 +427,7 @@ class TrainStep:
             group = "full" if i < S_full else "tail"
             if data is not None:
                 self._load_batch(next(data), group)
-            ran = False
-            if graphed and self.mode == "graph" and group == "full":
-                if self._warm < WARMUP_STEPS:
-                    self.capture.warmup(lambda: self._step(group, mixed), 1)
-                    self._warm += 1
-                    ran = True
-                else:
-                    if mixed not in graphs:
-                        replay = self._capture(mixed)
-                        if replay is not None:
-                            graphs[mixed] = replay
-                    if mixed in graphs:
-                        graphs[mixed]()
-                        ran = True
-            if not ran:
+            if not (graphed and self.mode == "graph" and group == "full" and self._graph_step(mixed, graphs)):
                 self._step(group, mixed)
             seen += n
             last = i == len(sizes) - 1
@@ -447,6 +441,22 @@ class TrainStep:
             if on_step is not None:
                 on_step(n, mean)
         return float(self.stats[0]), seen
+
+    def _graph_step(self, mixed: bool, graphs: dict[bool, Callable[[], None]]) -> bool:
+        """A full-batch step of a graphed epoch: a side-stream warm-up until this variant is warm,
+        then its graph (captured at its first use in the epoch). False: run it eagerly (the
+        capture failed under ``cuda_graph: auto``)."""
+        if self._warm.get(mixed, 0) < WARMUP_STEPS:
+            self.capture.warmup(lambda: self._step("full", mixed), 1)
+            self._warm[mixed] = self._warm.get(mixed, 0) + 1
+            return True
+        if mixed not in graphs:
+            replay = self._capture(mixed)
+            if replay is None:
+                return False
+            graphs[mixed] = replay
+        graphs[mixed]()
+        return True
 
     def _capture(self, mixed: bool) -> Optional[Callable[[], None]]:
         """Capture the full-batch step; if that fails, ``cuda_graph: auto`` goes on eagerly
