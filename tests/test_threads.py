@@ -94,13 +94,22 @@ def test_load_meter_counts_other_processes_not_our_own_work(monkeypatch):
 def test_own_ticks_include_our_children():
     import time
 
-    t0, busy = threads._own_ticks(), subprocess.Popen(
-        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"])
+    def ticks(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<60: pass"])
     try:
-        time.sleep(0.9)
-        hz = os.sysconf("SC_CLK_TCK")
-        assert threads._own_ticks() - t0 >= 0.3 * hz     # the busy child's CPU time is ours
+        own0, child0 = threads._own_ticks(), ticks(busy.pid)
+        deadline = time.monotonic() + 50
+        while ticks(busy.pid) - child0 < 20 and time.monotonic() < deadline:  # whatever the load
+            time.sleep(0.05)
+        child1, own1 = ticks(busy.pid), threads._own_ticks()
+        assert child1 - child0 >= 20
+        assert own1 - own0 >= child1 - child0     # the busy child's CPU time is counted as ours
     finally:
+        busy.kill()
         busy.wait()
 
 
