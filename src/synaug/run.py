@@ -162,7 +162,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     if st.done("data", k_data, [real_p, d / "inspect.json"]):
         real = Manifest.read(real_p)
         heldout = Manifest.read(pool_p) if pool_p.is_file() else None
-        sizes = _cached_sizes(d / "inspect.json", real)
+        sizes = _cached_sizes(d / "inspect.json", real) if cfg.train.data.image_size is None else None
     else:
         prep = prepare(cfg.data, loaded)  # every image file checked here, before anything is written
         real, heldout, sizes = prep.real, prep.pool, prep.image_sizes
@@ -369,8 +369,22 @@ def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
 
 # ---------------------------------------------------------------------------- CLI
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run the whole method from one config (cached, resumable)",
-                       description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report")
+    import argparse
+
+    from .train.cli import TRAIN_KEYS_HELP
+
+    p = sub.add_parser(
+        "run", help="run the whole method from one config (cached, resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report\n\n"
+                    "Config sections: name, seed, data (dataset | manifest, root, ...), plan (mode, target),\n"
+                    "generate (as `synaug generate --help`; null = off), train (as `synaug train --help`),\n"
+                    "finetune (as `synaug finetune --help`; null = off), eval. Relative paths in the file\n"
+                    "are read relative to its folder. Every image file is checked before anything is\n"
+                    "generated; a changed plan keeps the generated images that still match.\n\n"
+                    + TRAIN_KEYS_HELP.replace("--set epochs=30 --set schedule.warmup_epochs=2",
+                                              "--set train.epochs=30 --set train.schedule.warmup_epochs=2")
+                    + "\n  (in a run config these keys live under train:)")
     p.add_argument("config", help="run config YAML (see configs/)")
     p.add_argument("--out", "-o", default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

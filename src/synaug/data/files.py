@@ -93,12 +93,12 @@ def probe_all(paths: Sequence[str | os.PathLike], threads: int = 2) -> list[tupl
         return list(ex.map(probe, paths, chunksize=256))
 
 
-def bad_files_message(bad: list[tuple[str, str]], total: int, what: str, fix: str) -> str:
+def bad_files_message(bad: list[tuple[str, str]], total: int, what: str, fix: str, note: str = "") -> str:
     """One line: how many of ``total`` files ``what`` are unusable, the first few (``(where,
-    why)``) and how to go on."""
+    why)``), ``note`` and how to go on."""
     shown = "; ".join(f"{where}: {why}" for where, why in bad[:SHOW])
     more = f"; and {len(bad) - SHOW} more" if len(bad) > SHOW else ""
-    return f"{len(bad)} of {total} {what} cannot be used: {shown}{more}. {fix}"
+    return f"{len(bad)} of {total} {what} cannot be used: {shown}{more}{note}. {fix}"
 
 
 def check_manifest_images(m, what: str = "images", table: str | os.PathLike | None = None,
@@ -128,8 +128,8 @@ def check_manifest_images(m, what: str = "images", table: str | os.PathLike | No
             bad.append((f"{row_ref(table, i)} {rel!r}" if table is not None else repr(rel), why))
     if bad:
         roots = ", ".join(str(Path(r).resolve()) for s, r in m.roots.items() if (m.df["source"] == s).any())
-        raise SynaugError(bad_files_message(bad, len(paths), f"{what} (paths relative to {roots})",
-                                            "Fix or remove them; nothing was generated or trained."))
+        raise SynaugError(bad_files_message(bad, len(paths), what, "Fix or remove them; nothing was generated "
+                                            "or trained.", f" (paths relative to {roots})"))
     return {(s, p): size for s, p, (size, _) in zip(m.df["source"], m.df["path"], found)}
 
 
