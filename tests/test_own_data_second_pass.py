@@ -465,3 +465,27 @@ def test_sweep_over_seeds_adds_a_mean_std_row_per_config(ws, tmp_path):
     row = next(x for x in md.splitlines() if x.startswith("| tiny (mean ± std, 2 runs) | trained |"))
     assert f"{100 * np.mean(tops):.2f} ± {100 * np.std(tops, ddof=1):.2f}" in row
     assert "tiny (mean ± std, 2 runs)" in r.stdout
+
+
+# ---------------------------------------------------------------------------- the file check itself
+def test_file_probe_reads_sizes_from_headers_and_names_every_problem(tmp_path):
+    from synaug.data.files import probe
+
+    rgb = Image.fromarray(np.random.RandomState(0).randint(0, 256, (40, 50, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 20000  # the size comes after a large EXIF block
+    rgb.save(tmp_path / "exif.jpg", exif=exif.tobytes())
+    rgb.save(tmp_path / "a.png")
+    rgb.save(tmp_path / "a.webp")
+    assert [probe(tmp_path / f) for f in ("exif.jpg", "a.png", "a.webp")] == [((50, 40), None)] * 3
+    raw = (tmp_path / "exif.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(raw[: len(raw) - 200])
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:300])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    found = {f: probe(tmp_path / f) for f in ("cut.jpg", "cut.png", "empty.png", "notes.png", "none.png")}
+    assert all(size is None for size, _ in found.values())
+    assert found["cut.jpg"][1].startswith("cannot decode") and found["cut.png"][1].startswith("cannot decode")
+    assert found["empty.png"][1] == "empty file" and found["none.png"][1] == "file not found"
+    assert "UnidentifiedImageError" in found["notes.png"][1]
+    assert probe(tmp_path)[1] == "a folder, not an image file"

@@ -92,6 +92,8 @@ def validate(model: Type[M], data: dict, where: str = "config", overrides: Seque
                 msg += f" (allowed: {', '.join(sorted(allowed))})"
         else:
             msg = f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})"
+            if isinstance(err.get("input"), bool) and err["type"] == "literal_error":
+                msg += "; YAML reads on/off/yes/no as true/false: quote the value, e.g. 'on'"
         raise SynaugError(msg) from None
 
 

@@ -483,7 +483,7 @@ def _classes_from_labels(df: pd.DataFrame, path: Path) -> list[str]:
         if lab >= 0:
             classes[lab] = name
     gaps = sorted(set(range(n)) - set(labels.tolist()))
-    if gaps and not named:
+    if gaps and not named and (labels >= 0).all():  # a negative label: validate() names it
         top = int(np.argmax(labels))
         shown = ", ".join(map(str, gaps[:5])) + (f", ... ({len(gaps)} in all)" if len(gaps) > 5 else "")
         raise SynaugError(f"manifest {path.name}: labels must be 0..K-1 for K classes, but label {n - 1} "

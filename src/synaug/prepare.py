@@ -83,11 +83,11 @@ def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
 
 
 def prepare(cfg: DataConfig, loaded: Manifest | None = None) -> PreparedData:
-    """The real data of a run (see the module docstring); every image file is checked first
-    (exists, decodes; all problems in one message). ``loaded``: :func:`load_data` already read."""
+    """The real data of a run (see the module docstring); at the end every image file of its
+    train / val / test rows is checked (exists, decodes, its size; all problems in one message,
+    rows named by their line in your CSV). ``loaded``: :func:`load_data` already read."""
     m = loaded if loaded is not None else load_data(cfg)
-    sizes = check_manifest_images(m, _what(cfg), cfg.manifest if cfg.manifest and Path(cfg.manifest).is_file()
-                                  else None)
+    loaded_rows = {(s, p): i for i, (s, p) in enumerate(zip(m.df["source"], m.df["path"]))}
     m = _cap(m, "train", cfg.train_per_class, cfg.split_seed)
     if cfg.test_fraction is not None and not (m.df["split"] == "test").any():
         m = _carve_test(m, cfg.test_fraction, cfg.split_seed + 6)
@@ -124,6 +124,8 @@ def prepare(cfg: DataConfig, loaded: Manifest | None = None) -> PreparedData:
         m = Manifest.concat([m, val])
     if (m.df["split"] == "train").sum() == 0:
         raise SynaugError("data: no training rows")
+    table = cfg.manifest if cfg.manifest and Path(cfg.manifest).is_file() else None
+    sizes = check_manifest_images(m, _what(cfg), table, [loaded_rows[k] for k in zip(m.df["source"], m.df["path"])])
     return PreparedData(m, pool, size_counts(sizes, m))
 
 

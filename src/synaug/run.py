@@ -236,7 +236,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     parts = [train_real.split("train", "val")]
     if gen_on:
         note = ""
-        if not gen_cached and (syn_dir / "run.json").is_file():
+        if not gen_cached and _generated_for_another(syn_dir, plan, gcfg):
             note = ("the plan or generate config changed: the images that still match are kept, only the "
                     "others are made")
 
@@ -307,6 +307,17 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
 
     build_report(run_dir)
     return summary
+
+
+def _generated_for_another(syn_dir: Path, plan, gcfg: GenerateConfig) -> bool:
+    """Whether ``syn_dir`` holds a generation of another plan or generate config."""
+    from .generate.runner import fingerprint as gen_fingerprint
+
+    try:
+        was = json.loads((syn_dir / "run.json").read_text()).get("digest")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return was != gen_fingerprint(plan, gcfg)["digest"]
 
 
 def _cached_sizes(inspect_json: Path, real: Manifest):

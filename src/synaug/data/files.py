@@ -22,7 +22,8 @@ Size = tuple[int, int]  # (width, height)
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 _JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers hold the size
-_HEAD = 1 << 16
+_HEAD = 1 << 12       # bytes read first: a PNG's IHDR, the SOF of most JPEGs
+_HEAD_MAX = 1 << 16   # a JPEG whose SOF comes later (a large EXIF block): read up to this
 SHOW = 5  # problems named in the message; the rest are counted
 
 
@@ -32,6 +33,8 @@ def probe(path: str | os.PathLike) -> tuple[Size | None, str | None]:
         with open(path, "rb") as f:
             n = os.fstat(f.fileno()).st_size
             head = f.read(min(n, _HEAD))
+            if head.startswith(b"\xff\xd8") and n > len(head) and _jpeg_size(head) is None:
+                head += f.read(_HEAD_MAX - len(head))
             if n > len(head):
                 f.seek(n - 16)
                 tail = f.read()
@@ -102,7 +105,7 @@ def bad_files_message(bad: list[tuple[str, str]], total: int, what: str, fix: st
 
 
 def check_manifest_images(m, what: str = "images", table: str | os.PathLike | None = None,
-                          threads: int = 2) -> dict[tuple[str, str], Size]:
+                          rows: Sequence[int] | None = None, threads: int = 2) -> dict[tuple[str, str], Size]:
     """Check every image of manifest ``m``; raise one :class:`SynaugError` naming the bad rows.
 
     Parameters
@@ -112,6 +115,8 @@ def check_manifest_images(m, what: str = "images", table: str | os.PathLike | No
         How the message names the images (e.g. "images of data.manifest photos.csv").
     table : path, optional
         The file the rows were read from: rows are then named by line (CSV) or row number.
+    rows : sequence of int, optional
+        Each row's position in ``table`` (default: its position in ``m``).
 
     Returns
     -------
@@ -125,7 +130,8 @@ def check_manifest_images(m, what: str = "images", table: str | os.PathLike | No
     bad = []
     for i, ((size, why), rel) in enumerate(zip(found, m.df["path"])):
         if why is not None:
-            bad.append((f"{row_ref(table, i)} {rel!r}" if table is not None else repr(rel), why))
+            where = row_ref(table, rows[i] if rows is not None else i) + " " if table is not None else ""
+            bad.append((f"{where}{rel!r}", why))
     if bad:
         roots = ", ".join(str(Path(r).resolve()) for s, r in m.roots.items() if (m.df["source"] == s).any())
         raise SynaugError(bad_files_message(bad, len(paths), what, "Fix or remove them; nothing was generated "

@@ -113,16 +113,21 @@ def item_keys(items: Sequence[Item], cfg: GenerateConfig, gen) -> list[str]:
     return out
 
 
-def _changed_since(out_dir: Path, fp: dict) -> str | None:
-    """What differs from the generation run already in ``out_dir`` (None: none there, or the same)."""
+def _previous(out_dir: Path) -> dict | None:
+    """The ``run.json`` of the generation already in ``out_dir`` (None: none, or unreadable)."""
     f = out_dir / "run.json"
     if not f.is_file():
         return None
     try:
-        old = json.loads(f.read_text())
+        return json.loads(f.read_text())
     except json.JSONDecodeError:
         return None  # written atomically, so only a hand-edited file can be bad; it is rewritten
-    if old.get("digest") == fp["digest"]:
+
+
+def _changed_since(out_dir: Path, fp: dict) -> str | None:
+    """What differs from the generation run already in ``out_dir`` (None: none there, or the same)."""
+    old = _previous(out_dir)
+    if old is None or old.get("digest") == fp["digest"]:
         return None
     changed = sorted(k for k in set(old.get("config", {})) | set(fp["config"])
                      if old.get("config", {}).get(k) != fp["config"].get(k))
@@ -259,10 +264,12 @@ def generate(plan: Plan, cfg: GenerateConfig, out_dir: str | Path, real_manifest
         gen.check_files()
     scorer = _build_scorer(cfg, device)
     keys = item_keys(items, cfg, gen)
-    legacy = changed is None  # rows written before images had keys count only for the same run
+    # rows written before images had keys count only for the same plan and config, and only as long
+    # as no other one has been started in the folder since (run.json keeps that answer)
+    legacy = changed is None and (_previous(out_dir) or {}).get("legacy_rows", True)
     # ---- everything above only reads; from here on files are written
     if dist.rank == 0:
-        write_json_atomic(out_dir / "run.json", fp)
+        write_json_atomic(out_dir / "run.json", {**fp, "legacy_rows": legacy})
         save_resolved(cfg, out_dir / "generate.yaml")
         plan.write(out_dir / "plan.json")
     mine = [it for it in items if it.order % dist.world_size == dist.rank]
