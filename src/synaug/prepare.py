@@ -158,7 +158,8 @@ def source_digest(m: Manifest) -> str:
     import os
 
     h = hashlib.sha256(json.dumps([m.classes, m.groups]).encode())
-    cols = m.df[["path", "label", "group", "split"]].astype(str).agg("\t".join, axis=1)
+    df = m.df
+    cols = df["path"] + "\t" + df["label"].astype(str) + "\t" + df["group"].astype(str) + "\t" + df["split"]
     for line, p in zip(cols, m.abspaths()):
         try:
             st = os.stat(p)
