@@ -489,3 +489,21 @@ def test_file_probe_reads_sizes_from_headers_and_names_every_problem(tmp_path):
     assert found["empty.png"][1] == "empty file" and found["none.png"][1] == "file not found"
     assert "UnidentifiedImageError" in found["notes.png"][1]
     assert probe(tmp_path)[1] == "a folder, not an image file"
+
+
+def test_table3_keeps_the_paper_reading_for_old_and_new_metrics():
+    """The Table 3 reproduction reads the paper's reading from the gaps, whatever reading a
+    run's metrics.json led with (runs cached before the fairlearn headline lead with 'paper')."""
+    from synaug.experiments import table3
+    from synaug.train.evaluate import fairness_block
+
+    rng = np.random.RandomState(0)
+    y, g = rng.randint(0, 2, 400), rng.randint(0, 4, 400)
+    p = np.where(rng.rand(400) < 0.8, y, 1 - y)
+    f = fairness_block(y, p, g, ["male", "female"], ["W", "B", "A", "I"],
+                       train_cell_counts=[[30, 5, 10, 8], [10, 12, 3, 9]])
+    new = {"final": "trained", "results": {"trained": {"fairness": f, "top1": 0.8}}}
+    old = {"final": "trained", "results": {"trained": {"fairness": {**f, "headline": f["paper_reading"]}}}}
+    want = {k: f["paper_reading"][k] for k in ("DP", "EO", "ED")}
+    assert table3._headline(new) == table3._headline(old) == want
+    assert want["DP"] == f["demographic_parity_population"] != f["headline"]["DP"]
