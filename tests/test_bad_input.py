@@ -12,8 +12,9 @@ Decisions recorded here (see also the report):
   the checkpoint records the zero count; fine-tuning needs real images of every class: error;
 * non-RGB images (L, RGBA, P) in training: handled - converted to RGB when decoded;
 * images of different sizes without ``data.image_size``: error (with the key to set);
-* ``generate`` failing mid-run (corrupt pool image, disk full) keeps its *resumable* state (complete
-  images + their rows, never a ``.tmp`` or a half-written file) but never the final manifest.
+* ``generate`` failing mid-run (disk full) keeps its *resumable* state (complete images + their
+  rows, never a ``.tmp`` or a half-written file) but never the final manifest; corrupt pool images
+  are all found (and listed) before any image is written.
 """
 from __future__ import annotations
 
@@ -308,14 +309,14 @@ def r_non_rgb_train_handled(ctx, t):
 def r_corrupt_pool_image(ctx, t):
     pool = Manifest.read(ctx.pool_yaml.parent / "pool.parquet")
     _copy_images(ctx, t / "pool", pool)
-    # the plan's 2nd class0 image comes from this pool; damage every class1 image instead so
-    # that the failure happens after a few images were made (a mid-run failure)
+    # damage every class1 image: the plan's class0 images would come first, but the pool
+    # images the plan uses are all checked before any image is written
     for p in pool.df.loc[pool.df["label"] == 1, "path"]:
         (t / "pool" / p).write_bytes(b"\x89PNG\r\n\x1a\n-truncated")
     Manifest(pool.df, pool.classes, {"real": t / "pool"}).write(t / "pool.parquet")
 
     def check(t):
-        _assert_resumable(t / "out")
+        assert not list((t / "out").rglob("*.png")), "an image was written before the pool was checked"
     return Row(_gen(ctx, ctx.plan_json, t / "out", "--set", f"pool.manifest={t / 'pool.parquet'}"),
                [t / "out" / "synthetic.parquet"], check=check)
 
@@ -403,7 +404,7 @@ CASES = [
     ("not-an-image", r_garbage_image, "unreadable image"),
     ("odd-size-image", r_odd_size_image, "images have 2 different sizes"),
     ("non-rgb-images-handled", r_non_rgb_train_handled, None),
-    ("corrupt-pool-image-mid-run", r_corrupt_pool_image, "cannot read pool image"),
+    ("corrupt-pool-image", r_corrupt_pool_image, "pool images the plan uses cannot be used"),
     ("path-escapes-root-dotdot", r_path_escapes_dotdot, "escapes the data root"),
     ("path-absolute", r_path_absolute, "escapes the data root"),
     ("duplicate-paths", r_duplicate_paths, "duplicate path 'a.png'"),

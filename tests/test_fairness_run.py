@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from synaug.errors import SynaugError
 from synaug.manifest import Manifest
@@ -90,6 +91,9 @@ def test_heldout_fraction_keeps_cell_proportions(make_manifest, tmp_path):
     assert (_per_cell_share(m, "train", 0.5, seed=0) == mask).all()  # seeded
     assert (_per_cell_share(m, "train", 0.5, seed=1) != mask).any()
     m.write(tmp_path / "m.parquet")
+    for f in m.abspaths():  # prepare checks every image file of the rows it keeps
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4)).save(f)
     prep = prepare(DataConfig(dataset=None, manifest=str(tmp_path / "m.parquet"), heldout_fraction=0.5,
                               train_fraction=0.2))
     assert prep.pool.cell_counts("train").tolist() == [[20, 5], [10, 30]]

@@ -142,13 +142,15 @@ def test_cli_inspect_subprocess(image_folder, tmp_path):
 
 
 def test_cli_inspect_groups_with_dataset_options(tmp_path, capsys):
+    from PIL import Image
+
     root = tmp_path / "utk"
     root.mkdir()
     n = 0
     for gender, race, k in ((0, 0, 6), (1, 0, 2), (0, 1, 4), (1, 1, 4), (1, 4, 3)):
         for i in range(k):
-            n += 1
-            (root / f"{30 + i}_{gender}_{race}_201701161745{n:05d}.jpg.chip.jpg").write_bytes(b"x")
+            n += 1  # inspect checks every image file: real (tiny) JPEGs
+            Image.new("RGB", (4, 4)).save(root / f"{30 + i}_{gender}_{race}_201701161745{n:05d}.jpg.chip.jpg", "JPEG")
     rc = main(["inspect", "--dataset", "utkface", "--data-root", str(root), "--dataset-opt", "split=stratified",
                "--dataset-opt", "test_frac=0.5", "--dataset-opt", "val_frac=0", "--out", str(tmp_path / "o")])
     cap = capsys.readouterr()

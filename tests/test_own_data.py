@@ -589,7 +589,7 @@ def _deny(monkeypatch, folder: Path, err: int):
 
 
 @pytest.mark.parametrize("err", [errno.EROFS, errno.EACCES])
-def test_read_only_output_folders_are_one_line_errors(ws, steps, tmp_path, monkeypatch, capsys, err):
+def test_read_only_output_folders_are_one_line_errors(ws, steps, csv_run, tmp_path, monkeypatch, capsys, err):
     ro = tmp_path / "ro"
     ro.mkdir()
     _deny(monkeypatch, ro, err)

@@ -50,6 +50,13 @@ def commands() -> list[list[str]]:
     return out
 
 
+def test_section_documents_the_schedule_and_model_size_keys():
+    text = " ".join(section().split())
+    for key in ("`model.width` 16", "`schedule.warmup_epochs` 5", "`schedule.milestones` [0.8, 0.9]",
+                "`schedule.factors` [0.01, 0.0001]", "fractions of `epochs`"):
+        assert key in text, key
+
+
 def test_section_has_the_walkthrough():
     files = [b.splitlines()[0] for b in blocks("yaml")]
     assert files == ["# my-run.yaml", "# gen.yaml", "# train.yaml", "# ft.yaml"]
@@ -95,6 +102,9 @@ def test_readme_own_data_section_runs_as_written(user_files, monkeypatch):
     assert mine["train_counts_after"] == [11, 11, 11] and mine["generator"] == "pool:more-photos"
     hist = json.loads((runs / "mine" / "train" / "history.json").read_text())
     assert len(hist) == 40                                  # extended from 30 to 40 epochs
+    lr = [h["lr"] for h in hist]                            # the short-run schedule decays (and is kept)
+    assert lr[2:20] == pytest.approx([0.1] * 18) and lr[20:25] == pytest.approx([0.01] * 5)
+    assert lr[25:] == pytest.approx([0.001] * 15)
     ce = json.loads((runs / "mine-ce" / "metrics.json").read_text())
     assert ce["synthetic"] == 0 and set(ce["results"]) == {"trained"}
     md = (runs / "compare" / "comparison.md").read_text()

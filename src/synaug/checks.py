@@ -17,6 +17,8 @@ from .errors import SynaugError
 from .manifest import Manifest
 
 if TYPE_CHECKING:
+    from collections import Counter
+
     from .plan import Plan
     from .run import RunConfig
     from .train.config import TrainConfig
@@ -30,9 +32,15 @@ def _exists(value: str | None, key: str, kind: str = "file or folder") -> None:
         raise SynaugError(f"{key}: {kind} not found: {value}")
 
 
-def train_warnings(cfg: "TrainConfig") -> list[str]:
-    """Configs that train, but probably not as meant."""
+def train_warnings(cfg: "TrainConfig", prefix: str = "train.") -> list[str]:
+    """Configs that train, but probably not as meant (``prefix``: where the keys live)."""
     out = []
+    s = cfg.schedule
+    late = [m for m in s.milestone_epochs(cfg.epochs) if m >= cfg.epochs] if s.name == "multistep" else []
+    if late:
+        out.append(f"{prefix}schedule.milestones: epoch {late[0]} is past the last epoch ({prefix}epochs is "
+                   f"{cfg.epochs}), so the learning rate never drops there; give the milestones as fractions of "
+                   f"the run (e.g. [0.8, 0.9], the default) or as epochs below {cfg.epochs}")
     alg = cfg.algorithm
     if alg.name == "ldam_drw" and cfg.epochs <= alg.ldam.drw_epoch:
         out.append(f"ldam_drw: epochs is {cfg.epochs} but deferred re-weighting starts at epoch "
@@ -49,6 +57,24 @@ def check_model(cfg: "TrainConfig") -> None:
         build_model(cfg, 2)
     except SynaugError as e:
         raise SynaugError(f"train.model: {e}") from None
+
+
+def _check_sizes(cfg: "RunConfig", sizes: "Counter | None", generating: bool) -> None:
+    """Without ``train.data.image_size`` every image must have one size (the real ones, and the
+    generated ones at ``generate.resolution``): else say which sizes were found and what fixes it."""
+    from .data.files import describe_sizes
+
+    if not sizes or cfg.train.data.image_size is not None:
+        return
+    (w, h), n = sizes.most_common(1)[0]
+    if len(sizes) > 1:
+        raise SynaugError(f"the real images have {len(sizes)} sizes: {describe_sizes(sizes)}; set "
+                          f"train.data.image_size (e.g. {max(w, h)}) to resize them all to one size")
+    res = cfg.generate.resolution if generating else None
+    if res is not None and (w, h) != (res, res):
+        fix = f"set generate.resolution: {w} to match, or " if w == h else ""
+        raise SynaugError(f"the real images are all {w}x{h} ({n}) but generated images will be {res}x{res}: "
+                          f"{fix}set train.data.image_size to resize everything")
 
 
 def check_config(cfg: "RunConfig") -> list[str]:
@@ -97,11 +123,14 @@ def check_config(cfg: "RunConfig") -> list[str]:
     return warnings
 
 
-def check_data(cfg: "RunConfig", real: Manifest, plan: "Plan | None", train_real: Manifest) -> list[str]:
-    """Checks against the prepared data: class coverage of the plan, generation and fine-tuning.
+def check_data(cfg: "RunConfig", real: Manifest, plan: "Plan | None", train_real: Manifest,
+               sizes: "Counter | None" = None) -> list[str]:
+    """Checks against the prepared data: class coverage of the plan, generation and fine-tuning,
+    image sizes.
 
     ``real`` is the prepared real data (train/val/test), ``train_real`` its real rows that
-    training keeps after the plan (replacement plans drop some).
+    training keeps after the plan (replacement plans drop some), ``sizes`` the (width,
+    height) counts of the real images (:func:`synaug.data.files.check_manifest_images`).
     """
     from .train.algorithms import DataInfo, build_algorithm
 
@@ -137,20 +166,7 @@ def check_data(cfg: "RunConfig", real: Manifest, plan: "Plan | None", train_real
         build_algorithm(cfg.train.algorithm, info, torch.device("cpu"))
     except SynaugError as e:
         raise SynaugError(f"train.algorithm: {e}") from None
-    if gen_on and plan.total_synthetic > 0 and cfg.train.data.image_size is None and len(tr):
-        from PIL import Image
-
-        first = tr.abspaths()[0]
-        try:
-            with Image.open(first) as im:
-                size = im.size
-        except (OSError, ValueError) as e:
-            raise SynaugError(f"unreadable image {first}: {type(e).__name__}: {e}") from None
-        res = cfg.generate.resolution
-        if size != (res, res):
-            raise SynaugError(f"the real images are {size[0]}x{size[1]} (e.g. {first.name}) but generated images "
-                              f"will be {res}x{res}: set generate.resolution to match, or train.data.image_size "
-                              "to resize everything")
+    _check_sizes(cfg, sizes, gen_on and plan.total_synthetic > 0)
     if gen_on and cfg.generate.backend == "img2img" and cfg.generate.img2img.mode == "intra":
         guides = train_real.df[(train_real.df["split"] == cfg.generate.img2img.split)
                                & (train_real.df["source"] == "real")]["class_name"]

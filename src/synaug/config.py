@@ -3,11 +3,12 @@ forbid unknown keys, so a misspelled key or a wrong type is a one-line error, ne
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
-from typing import Any, Type, TypeVar
+from typing import Any, Literal, Mapping, Sequence, Type, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import SynaugError
 
@@ -16,9 +17,46 @@ M = TypeVar("M", bound=BaseModel)
 
 class Strict(BaseModel):
     """Base for every config section: unknown keys, lossy coercions and non-finite numbers
-    (``nan``, ``inf``) are errors."""
+    (``nan``, ``inf``) are errors.
+
+    YAML 1.1 (PyYAML, and ``--set`` values) reads ``off``/``on``/``no``/``yes`` as booleans: a
+    boolean given to a key that takes only strings (a ``Literal`` such as ``amp``) is read back
+    as the documented spelling it stands for, so ``amp: off`` and ``--set amp=off`` work as typed.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans(cls, data):
+        if not isinstance(data, dict):
+            return data
+        fixed = {k: _literal_spelling(cls.model_fields[k].annotation, v) for k, v in data.items()
+                 if isinstance(v, bool) and k in cls.model_fields}
+        return {**data, **{k: v for k, v in fixed.items() if v is not None}} if fixed else data
+
+
+_YAML_BOOL_SPELLINGS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
+def _literal_spelling(annotation, value: bool) -> str | None:
+    """The string of ``annotation``'s ``Literal`` that YAML 1.1 read as ``value`` (``"off"`` for
+    False), when the annotation takes no boolean itself; else None."""
+    words: set[str] = set()
+    stack = [annotation]
+    while stack:
+        a = stack.pop()
+        origin = get_origin(a)
+        if a is bool:
+            return None
+        if origin is Literal:
+            if any(isinstance(x, bool) for x in get_args(a)):
+                return None
+            words |= {x for x in get_args(a) if isinstance(x, str)}
+        elif origin in (Union, types.UnionType):
+            stack.extend(get_args(a))
+    lower = {w.lower(): w for w in words}
+    return next((lower[w] for w in _YAML_BOOL_SPELLINGS[value] if w in lower), None)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -36,13 +74,17 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def validate(model: Type[M], data: dict, where: str = "config") -> M:
-    """Build ``model`` from ``data``; the first validation problem becomes one line."""
+def validate(model: Type[M], data: dict, where: str = "config", overrides: Sequence[str] = ()) -> M:
+    """Build ``model`` from ``data``; the first validation problem becomes one line.
+
+    ``overrides`` are the ``--set KEY=VALUE`` texts applied to ``data``: a problem under one of
+    their keys names that ``--set``, not the file (``where``)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        where = _blame(loc, overrides) or where
         if err["type"] == "extra_forbidden":
             msg = f"{where}: unknown key {loc!r}"
             allowed = _allowed_keys(model, err["loc"][:-1])
@@ -50,6 +92,8 @@ def validate(model: Type[M], data: dict, where: str = "config") -> M:
                 msg += f" (allowed: {', '.join(sorted(allowed))})"
         else:
             msg = f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})"
+            if isinstance(err.get("input"), bool) and err["type"] == "literal_error":
+                msg += "; YAML reads on/off/yes/no as true/false: quote the value, e.g. 'on'"
         raise SynaugError(msg) from None
 
 
@@ -67,12 +111,91 @@ def _allowed_keys(model: Type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(cur, "model_fields", {}).keys())
 
 
-def load(model: Type[M], path: str | Path | None = None, overrides: dict | None = None) -> M:
-    """Load ``model`` from a YAML file (optional) with dotted-key ``overrides`` applied."""
-    data = read_yaml(path) if path is not None else {}
-    for key, value in (overrides or {}).items():
+def _blame(loc: str, overrides: Sequence[str]) -> str | None:
+    """The ``--set`` among ``overrides`` that wrote the key at dotted ``loc`` (or below / above it)."""
+    for text in reversed(list(overrides)):
+        key = text.split("=", 1)[0].strip()
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return f"--set {text}"
+    return None
+
+
+def load(model: Type[M], path: str | Path | None = None, overrides: Sequence[str] | Mapping | None = None) -> M:
+    """Load ``model`` from a YAML file (optional) with ``--set`` style ``overrides`` applied
+    (``KEY=VALUE`` texts, or a ``{dotted key: value}`` mapping).
+
+    Relative paths in the file (the keys :func:`path_keys` finds) are resolved against the
+    file's folder, the one rule of every command that reads a config; ``--set`` values are
+    taken as typed (relative to the working directory).
+    """
+    data = {}
+    if path is not None:
+        data = read_yaml(path)
+        resolve_paths(data, model, Path(path).resolve().parent)
+    texts = apply_overrides(data, overrides)
+    return validate(model, data, where=str(path) if path else "config", overrides=texts)
+
+
+def apply_overrides(data: dict, overrides: Sequence[str] | Mapping | None) -> list[str]:
+    """Set every override in ``data``; returns them as ``KEY=VALUE`` texts (for error messages)."""
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+        texts = [f"{k}={v}" for k, v in items]
+    else:
+        texts = list(overrides or [])
+        items = [parse_override(t) for t in texts]
+    for key, value in items:
         set_dotted(data, key, value)
-    return validate(model, data, where=str(path) if path else "config")
+    return texts
+
+
+# ---------------------------------------------------------------------------- paths in config files
+def path_keys(model: Type[BaseModel], prefix: str = "") -> tuple[list[str], list[str], list[str]]:
+    """Dotted keys of ``model`` holding paths, in three kinds: ``PATH_KEYS`` (always paths),
+    ``MAYBE_PATH_KEYS`` (a path or a name, e.g. a Hugging Face id: resolved only when the file
+    exists there) and ``MAYBE_PATH_MAPS`` (mappings whose values may be paths), as each config
+    section declares them (class variables), found through the nested sections."""
+    out: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for i, attr in enumerate(("PATH_KEYS", "MAYBE_PATH_KEYS", "MAYBE_PATH_MAPS")):
+        out[i].extend(prefix + k for k in getattr(model, attr, ()))
+    for name, f in model.model_fields.items():
+        sub = next((a for a in (f.annotation, *get_args(f.annotation)) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), None)
+        if sub is not None:
+            for mine, theirs in zip(out, path_keys(sub, f"{prefix}{name}.")):
+                mine.extend(theirs)
+    return out
+
+
+def resolve_paths(data: dict, model: Type[BaseModel], base: Path) -> None:
+    """Make the relative paths of a config file's ``data`` relative to ``base`` (its folder)."""
+    paths, maybe, maps = path_keys(model)
+
+    def section(dotted):
+        cur = data
+        for part in dotted.split(".")[:-1]:
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        return cur if isinstance(cur, dict) else None
+
+    def fix(sec, key, maybe_name):
+        v = sec.get(key)
+        if not isinstance(v, str) or not v or v == "heldout" and key == "manifest":
+            return
+        p = Path(v).expanduser()
+        if p.is_absolute():
+            sec[key] = str(p)
+        elif not maybe_name or (base / p).exists():
+            sec[key] = str((base / p).resolve())  # no "cfg/../" left in messages and reports
+
+    for dotted in paths + maybe:
+        sec = section(dotted)
+        if sec is not None:
+            fix(sec, dotted.rsplit(".", 1)[-1], dotted in maybe)
+    for dotted in maps:
+        sec = section(dotted + ".x")
+        if sec is not None:
+            for k in list(sec):
+                fix(sec, k, True)
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:

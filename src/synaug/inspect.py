@@ -177,6 +177,11 @@ def print_summary(summary: dict, console=None) -> None:
     if summary["empty_classes"]:
         extra += f"; empty classes: {len(summary['empty_classes'])}"
     console.print(extra)
+    sizes = summary.get("image_sizes")
+    if sizes:
+        shown = ", ".join(f"{k} ({v})" for k, v in list(sizes.items())[:6]) + (", ..." if len(sizes) > 6 else "")
+        hint = " (train.data.image_size resizes them to one size)" if len(sizes) > 1 else ""
+        console.print(f"image sizes (all splits): {shown}{hint}")
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -199,8 +204,13 @@ def _cmd(args) -> int:
     from .data import manifest_from_args
     from .io import write_bytes_atomic, write_json_atomic
 
+    from .data.files import check_manifest_images, size_counts
+
     m = manifest_from_args(args)
+    table = args.manifest if args.manifest and Path(args.manifest).is_file() else None
+    sizes = size_counts(check_manifest_images(m, f"images of {args.manifest or args.dataset}", table), m)
     summary = inspect_manifest(m, args.split)
+    summary["image_sizes"] = {f"{w}x{h}": n for (w, h), n in sizes.most_common()}
     if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():

@@ -383,8 +383,8 @@ class Manifest:
             raise
         except Exception as e:
             raise SynaugError(f"cannot read manifest {path}: {type(e).__name__}: {e}") from None
-        if meta is not None:
-            roots = {k: (path.parent / v) for k, v in meta["roots"].items()}
+        if meta is not None:  # roots resolved: messages show real folders, not data/../../..
+            roots = {k: (path.parent / v).resolve() for k, v in meta["roots"].items()}
             if root is not None and not root_for_plain_only:
                 roots["real"] = Path(root)
             m = cls(df, meta["classes"], roots, meta.get("groups"))
@@ -417,15 +417,7 @@ class Manifest:
             classes = sorted(set(names))
             df["label"] = names.map({c: i for i, c in enumerate(classes)}).astype("int64")
         else:
-            labels = pd.to_numeric(df["label"], errors="coerce")
-            if labels.isna().any():
-                raise SynaugError(f"manifest {path.name}: column 'label' must hold integers")
-            n = int(labels.max()) + 1 if len(labels) else 0
-            classes = [f"class_{i}" for i in range(max(n, 0))]
-            if "class_name" in df.columns:
-                for lab, name in zip(labels.astype(int), df["class_name"].astype(str)):
-                    if 0 <= lab < n and name:
-                        classes[lab] = name
+            classes = _classes_from_labels(df, path)
         if "split" not in df.columns:
             df["split"] = "train"
         groups = None
@@ -446,6 +438,59 @@ class Manifest:
         if "source" in df.columns and (df["source"].astype(str) == "synthetic").any():
             roots["synthetic"] = root
         return cls(df, classes, roots, groups)
+
+
+def row_ref(table: str | os.PathLike, i: int) -> str:
+    """How a user finds data row ``i`` (0-based) of ``table``: a line number in a CSV (the
+    header is line 1), else the row number."""
+    return f"line {i + 2}" if str(table).endswith(".csv") else f"row {i}"
+
+
+def _classes_from_labels(df: pd.DataFrame, path: Path) -> list[str]:
+    """Class names of a plain table with a ``label`` column (and maybe ``class_name``).
+
+    One name per label and one label per name, else an error naming both rows. Without any
+    class name, every label 0..K-1 must have a row: a gap is almost always a mistyped label,
+    which would otherwise silently add empty classes (with names, a label without rows is a
+    class of its own, named ``class_<label>``).
+    """
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    if labels.isna().any():
+        i = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise SynaugError(f"manifest {path.name}: column 'label' must hold integers; {row_ref(path, i)} has "
+                          f"{df['label'].iloc[i]!r}")
+    labels = labels.to_numpy()
+    if (labels != np.floor(labels)).any():
+        return []  # Manifest._normalise names the row
+    labels = labels.astype(np.int64)
+    n = int(labels.max()) + 1 if len(labels) else 0
+    classes = [f"class_{i}" for i in range(max(n, 0))]
+    named: dict[int, tuple[str, int]] = {}   # label -> (name, first row)
+    by_name: dict[str, tuple[int, int]] = {}  # name -> (label, first row)
+    names = df["class_name"].astype(str).tolist() if "class_name" in df.columns else [""] * len(labels)
+    for i, (lab, name) in enumerate(zip(labels.tolist(), names)):
+        if not name:
+            continue
+        if lab in named and named[lab][0] != name:
+            raise SynaugError(f"manifest {path.name}: {row_ref(path, i)} names label {lab} {name!r}, but "
+                              f"{row_ref(path, named[lab][1])} names it {named[lab][0]!r} (one class name per label)")
+        if name in by_name and by_name[name][0] != lab:
+            raise SynaugError(f"manifest {path.name}: {row_ref(path, i)} gives class {name!r} label {lab}, but "
+                              f"{row_ref(path, by_name[name][1])} gives it label {by_name[name][0]} (one label per "
+                              "class name)")
+        named.setdefault(lab, (name, i))
+        by_name.setdefault(name, (lab, i))
+        if lab >= 0:
+            classes[lab] = name
+    gaps = sorted(set(range(n)) - set(labels.tolist()))
+    if gaps and not named and (labels >= 0).all():  # a negative label: validate() names it
+        top = int(np.argmax(labels))
+        shown = ", ".join(map(str, gaps[:5])) + (f", ... ({len(gaps)} in all)" if len(gaps) > 5 else "")
+        raise SynaugError(f"manifest {path.name}: labels must be 0..K-1 for K classes, but label {n - 1} "
+                          f"({row_ref(path, top)}, path {str(df['path'].iloc[top])!r}) leaves labels {shown} without "
+                          "any row; fix a mistyped label, or name the classes in a class_name column"
+                          " (with names, a label without rows is an empty class)")
+    return classes
 
 
 def _absolute_to_relative(paths: pd.Series, root: Path | None, table: Path) -> tuple[list, Path]:

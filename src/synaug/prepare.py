@@ -19,16 +19,18 @@ training, validation or test rows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Optional
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from pydantic import Field
-
 from .config import Strict
 from .data import load_dataset, make_long_tail
+from .data.files import check_manifest_images, size_counts
 from .errors import SynaugError
 from .manifest import Manifest, read_manifest
 
@@ -36,6 +38,9 @@ from .manifest import Manifest, read_manifest
 class DataConfig(Strict):
     """Where the real images come from. Relative paths in a config file are resolved against
     the config file's folder (``synaug run``)."""
+
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("root", "manifest")
+    MAYBE_PATH_MAPS: ClassVar[tuple[str, ...]] = ("options",)
 
     dataset: str | None = "shared-cifar10"   # a registered adapter (imagefolder, table, shared-cifar10, ...)
     root: str | None = None                  # the dataset's folder / root of a plain table's paths
@@ -66,6 +71,7 @@ class DataConfig(Strict):
 class PreparedData:
     real: Manifest         # train (possibly long-tailed) + val + test, all real
     pool: Manifest | None  # held-out real train images, disjoint from train and val
+    image_sizes: Counter = field(default_factory=Counter)  # (width, height) -> rows of `real`
 
 
 def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
@@ -76,8 +82,12 @@ def _cap(m: Manifest, split: str, n: int | None, seed: int) -> Manifest:
     return m.select(keep | (m.df["split"] != split).to_numpy())
 
 
-def prepare(cfg: DataConfig) -> PreparedData:
-    m = load_data(cfg)
+def prepare(cfg: DataConfig, loaded: Manifest | None = None) -> PreparedData:
+    """The real data of a run (see the module docstring); at the end every image file of its
+    train / val / test rows is checked (exists, decodes, its size; all problems in one message,
+    rows named by their line in your CSV). ``loaded``: :func:`load_data` already read."""
+    m = loaded if loaded is not None else load_data(cfg)
+    loaded_rows = {(s, p): i for i, (s, p) in enumerate(zip(m.df["source"], m.df["path"]))}
     m = _cap(m, "train", cfg.train_per_class, cfg.split_seed)
     if cfg.test_fraction is not None and not (m.df["split"] == "test").any():
         m = _carve_test(m, cfg.test_fraction, cfg.split_seed + 6)
@@ -114,7 +124,50 @@ def prepare(cfg: DataConfig) -> PreparedData:
         m = Manifest.concat([m, val])
     if (m.df["split"] == "train").sum() == 0:
         raise SynaugError("data: no training rows")
-    return PreparedData(m, pool)
+    table = cfg.manifest if cfg.manifest and Path(cfg.manifest).is_file() else None
+    sizes = check_manifest_images(m, _what(cfg), table, [loaded_rows[k] for k in zip(m.df["source"], m.df["path"])])
+    return PreparedData(m, pool, size_counts(sizes, m))
+
+
+def _what(cfg: DataConfig) -> str:
+    if cfg.manifest:
+        return f"images of data.manifest {Path(cfg.manifest).name}"
+    return f"images of data.dataset {cfg.dataset}"
+
+
+def data_key(cfg: DataConfig) -> tuple[str, Manifest | None]:
+    """The cache key of a run's data stage, and the data as loaded when the key needed it.
+
+    Besides the config, your own data (a manifest file, an image folder) adds
+    :func:`source_digest`, so an edited CSV or a replaced image re-runs the data stage and
+    every stage after it. The registered datasets (sha256-checked archives) keep a key of the
+    config alone.
+    """
+    from .config import dump
+    from .stages import fingerprint
+
+    if not (cfg.manifest or cfg.dataset in ("imagefolder", "table")):
+        return fingerprint("data", dump(cfg)), None
+    m = load_data(cfg)
+    return fingerprint("data", dump(cfg), source_digest(m)), m
+
+
+def source_digest(m: Manifest) -> str:
+    """A digest of the rows of ``m`` and of every image file's size and modification time."""
+    import hashlib
+    import os
+
+    h = hashlib.sha256(json.dumps([m.classes, m.groups]).encode())
+    df = m.df
+    cols = df["path"] + "\t" + df["label"].astype(str) + "\t" + df["group"].astype(str) + "\t" + df["split"]
+    for line, p in zip(cols, m.abspaths()):
+        try:
+            st = os.stat(p)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"  # the file check of the data stage names it
+        h.update(f"{line}\t{stamp}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load_data(cfg: DataConfig) -> Manifest:

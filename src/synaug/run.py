@@ -16,12 +16,12 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from .config import Strict, dump, parse_override, save_resolved
+from .config import Strict, dump, save_resolved
 from .errors import SynaugError
 from .io import check_writable, write_bytes_atomic, write_json_atomic
 from .manifest import Manifest
 from .generate.config import GenerateConfig
-from .prepare import DataConfig, prepare
+from .prepare import DataConfig, data_key, prepare
 from .stages import Stages, fingerprint
 from .train.config import FinetuneConfig, TrainConfig
 
@@ -73,55 +73,18 @@ def resolve(cfg: RunConfig) -> RunConfig:
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
                     base: dict | None = None) -> RunConfig:
     """Read a run config. Relative paths in the file (``data.root``, ``data.manifest``,
-    ``generate.pool.manifest`` ...) are resolved against the file's folder; ``--set`` values
-    are taken as typed (relative to the working directory)."""
-    from .config import read_yaml, set_dotted, validate
+    ``generate.pool.manifest`` ...: :func:`synaug.config.path_keys`) are resolved against the
+    file's folder, as every command reading a config does; ``--set`` values are taken as typed
+    (relative to the working directory)."""
+    from .config import apply_overrides, read_yaml, resolve_paths, validate
 
     data = dict(base or {})
     if path is not None:
         file_data = read_yaml(path)
-        _resolve_paths(file_data, Path(path).resolve().parent)
+        resolve_paths(file_data, RunConfig, Path(path).resolve().parent)
         data = _deep_merge(data, file_data)
-    for o in overrides or []:
-        k, v = parse_override(o)
-        set_dotted(data, k, v)
-    return resolve(validate(RunConfig, data, where=str(path) if path else "config"))
-
-
-# dotted keys holding paths; "maybe" keys also hold names (a Hugging Face id, a shipped
-# modifier list, a dataset option value) and are resolved only when the file exists there
-_PATH_KEYS = ("data.root", "data.manifest", "generate.pool.manifest", "generate.pool.root",
-              "generate.prompts", "train.data.cache_dir", "finetune.data.cache_dir")
-_MAYBE_PATH_KEYS = ("generate.model", "generate.modifiers", "generate.clip_filter.model")
-_MAYBE_PATH_MAPS = ("data.options", "generate.pool.options")
-
-
-def _resolve_paths(data: dict, base: Path) -> None:
-    def section(dotted):
-        cur = data
-        for part in dotted.split(".")[:-1]:
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        return cur if isinstance(cur, dict) else None
-
-    def fix(sec, key, maybe):
-        v = sec.get(key)
-        if not isinstance(v, str) or not v or v == "heldout" and key == "manifest":
-            return
-        p = Path(v).expanduser()
-        if p.is_absolute():
-            sec[key] = str(p)
-        elif not maybe or (base / p).exists():
-            sec[key] = str(base / p)
-
-    for dotted in _PATH_KEYS + _MAYBE_PATH_KEYS:
-        sec = section(dotted)
-        if sec is not None:
-            fix(sec, dotted.rsplit(".", 1)[1], dotted in _MAYBE_PATH_KEYS)
-    for dotted in _MAYBE_PATH_MAPS:
-        sec = section(dotted + ".x")
-        if sec is not None:
-            for k in list(sec):
-                fix(sec, k, True)
+    texts = apply_overrides(data, overrides)
+    return resolve(validate(RunConfig, data, where=str(path) if path else "config", overrides=texts))
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -183,7 +146,8 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
 
 def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     from .checks import check_data
-    from .generate.runner import fingerprint as gen_fingerprint, generate
+    from .generate.base import random_weights, random_weights_note
+    from .generate.runner import generate
     from .inspect import histogram_png, inspect_manifest
     from .plan import Plan, apply_plan, make_plan
     from .train import evaluate, finetune_last_layer, load_checkpoint, train_model
@@ -192,15 +156,16 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     d = run_dir / "data"
 
     # ---------------------------------------------------------------- checks (nothing written yet)
-    k_data = fingerprint("data", dump(cfg.data))
+    k_data, loaded = data_key(cfg.data)  # own data: its rows and files are part of the key
     real_p, pool_p = d / "real.parquet", d / "heldout.parquet"
     prep = None
     if st.done("data", k_data, [real_p, d / "inspect.json"]):
         real = Manifest.read(real_p)
         heldout = Manifest.read(pool_p) if pool_p.is_file() else None
+        sizes = _cached_sizes(d / "inspect.json", real) if cfg.train.data.image_size is None else None
     else:
-        prep = prepare(cfg.data)
-        real, heldout = prep.real, prep.pool
+        prep = prepare(cfg.data, loaded)  # every image file checked here, before anything is written
+        real, heldout, sizes = prep.real, prep.pool, prep.image_sizes
     k_plan = fingerprint(k_data, "plan", dump(cfg.plan) if cfg.plan else None)
     plan_p = run_dir / "plan.json"
     plan = None
@@ -224,16 +189,20 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     k_gen = fingerprint(k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
     syn_dir = run_dir / "synthetic"
     gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
-    for w in check_data(cfg, real, plan, train_real):
+    for w in check_data(cfg, real, plan, train_real, sizes):
         _warn(w)
     if gen_on and not gen_cached and gcfg.backend == "pool":  # can the pool fill every cell?
         from .generate.pool import PoolGenerator, load_pool
 
         if gcfg.pool.manifest == str(pool_p):  # the held-out real images, maybe not written yet
-            PoolGenerator(plan, heldout, gcfg.seed, gcfg.pool.name, gcfg.pool.shift, gcfg.pool.split,
-                          gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter)
+            pool_gen = PoolGenerator(plan, heldout, gcfg.seed, gcfg.pool.name, gcfg.pool.shift, gcfg.pool.split,
+                                     gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter,
+                                     gcfg.pool.replacement)
         else:
-            load_pool(plan, gcfg)
+            pool_gen = load_pool(plan, gcfg)
+        pool_gen.check_files()
+    if gen_on and gcfg.backend != "pool" and random_weights_note(gcfg.model):
+        _warn(random_weights_note(gcfg.model))
     if gen_on and not gen_cached and gcfg.backend != "pool":  # the model exists and fits, before any stage
         from .generate.preflight import check_generation
 
@@ -251,6 +220,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         elif pool_p.exists():
             pool_p.unlink()
         summary = inspect_manifest(pr.real, "train")
+        summary["image_sizes"] = {f"{w}x{h}": n for (w, h), n in pr.image_sizes.most_common()}
         write_json_atomic(d / "inspect.json", summary)
         write_bytes_atomic(d / "histogram.png", histogram_png(summary, f"{cfg.name}: real train"))
 
@@ -270,20 +240,12 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     parts = [train_real.split("train", "val")]
     if gen_on:
         note = ""
-        old = syn_dir / "run.json"
-        if not gen_cached and old.is_file():
-            try:
-                was = json.loads(old.read_text()).get("digest")
-            except json.JSONDecodeError:
-                was = None
-            if was != gen_fingerprint(plan, gcfg)["digest"]:
-                n = len(list((syn_dir / "images").rglob("*.png"))) if (syn_dir / "images").is_dir() else 0
-                note = (f"the {n} images in {syn_dir} were made for another plan or generate config; "
-                        "removing them and generating again")
-                shutil.rmtree(syn_dir)
+        if not gen_cached and _generated_for_another(syn_dir, plan, gcfg):
+            note = ("the plan or generate config changed: the images that still match are kept, only the "
+                    "others are made")
 
-        def s_gen():
-            generate(plan, gcfg, syn_dir, real_manifest=train_real.split("train"), progress=True)
+        def s_gen():  # update: a changed plan keeps every image whose cell, seed and source still match
+            generate(plan, gcfg, syn_dir, real_manifest=train_real.split("train"), progress=True, update=True)
 
         st.run("generate", k_gen, [syn_dir / "synthetic.parquet"], s_gen, note=note)
         parts.append(Manifest.read(syn_dir / "synthetic.parquet"))
@@ -343,12 +305,40 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
                "train_counts_after": train_m.class_counts("train").tolist(),
                "synthetic": int((train_m.df["source"] == "synthetic").sum()),
                "generator": _generator_label(cfg, train_m), "generators": _generators(train_m),
+               "random_weights": any(random_weights(g) for g in _generators(train_m)),
                "timings_s": st.timings}
     write_json_atomic(run_dir / "metrics.json", summary)
     from .report import build_report
 
     build_report(run_dir)
     return summary
+
+
+def _generated_for_another(syn_dir: Path, plan, gcfg: GenerateConfig) -> bool:
+    """Whether ``syn_dir`` holds a generation of another plan or generate config."""
+    from .generate.runner import fingerprint as gen_fingerprint
+
+    try:
+        was = json.loads((syn_dir / "run.json").read_text()).get("digest")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return was != gen_fingerprint(plan, gcfg)["digest"]
+
+
+def _cached_sizes(inspect_json: Path, real: Manifest):
+    """Image sizes of the real rows of a cached data stage: from its inspect.json, or (runs made
+    before it recorded them) probed again (headers only)."""
+    from collections import Counter
+
+    from .data.files import check_manifest_images, size_counts
+
+    try:
+        found = json.loads(inspect_json.read_text()).get("image_sizes")
+    except (OSError, json.JSONDecodeError):
+        found = None
+    if found is not None:
+        return Counter({tuple(int(x) for x in k.split("x")): int(n) for k, n in found.items()})
+    return size_counts(check_manifest_images(real, "images of the prepared real data"), real)
 
 
 def _train_resume(cfg: TrainConfig, tdir: Path, train_rows: Manifest, upstream: str) -> tuple[bool, str]:
@@ -384,16 +374,33 @@ def _generators(train_m: Manifest) -> list[str]:
 
 
 def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
-    if cfg.generator_note:
-        return cfg.generator_note
+    from .generate.base import random_weights
+
     gens = _generators(train_m)
-    return ", ".join(gens) if gens else "none (real data only)"
+    label = cfg.generator_note or (", ".join(gens) if gens else "none (real data only)")
+    if any(random_weights(g) for g in gens):
+        label += " (RANDOM WEIGHTS: the synthetic images are noise, not meaningful)"
+    return label
 
 
 # ---------------------------------------------------------------------------- CLI
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run the whole method from one config (cached, resumable)",
-                       description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report")
+    import argparse
+
+    from .train.cli import TRAIN_KEYS_HELP
+
+    p = sub.add_parser(
+        "run", help="run the whole method from one config (cached, resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report\n\n"
+                    "Config sections: name, seed, data (dataset | manifest, root, ...), plan (mode, target),\n"
+                    "generate (as `synaug generate --help`; null = off), train (as `synaug train --help`),\n"
+                    "finetune (as `synaug finetune --help`; null = off), eval. Relative paths in the file\n"
+                    "are read relative to its folder. Every image file is checked before anything is\n"
+                    "generated; a changed plan keeps the generated images that still match.\n\n"
+                    + TRAIN_KEYS_HELP.replace("--set epochs=30 --set schedule.warmup_epochs=2",
+                                              "--set train.epochs=30 --set train.schedule.warmup_epochs=2")
+                    + "\n  (in a run config these keys live under train:)")
     p.add_argument("config", help="run config YAML (see configs/)")
     p.add_argument("--out", "-o", default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -407,8 +414,20 @@ def _cmd_run(args) -> int:
     s = run(cfg, out)
     print_summary_table([s])
     print(f"synthetic images: {s['synthetic']}; generator: {s['generator']}")
-    print(f"report: {out / 'report.html'}")
+    print(f"report: {(out / 'report.html').resolve()}")
+    from .generate.base import random_weights_note
+
+    for g in s.get("generators") or []:
+        if random_weights_note(g):
+            _warn(random_weights_note(g))
     return 0
+
+
+def _generators_cell(s: dict) -> str:
+    from .generate.base import random_weights
+
+    return ", ".join(g + (" (random weights: not meaningful)" if random_weights(g) else "")
+                     for g in s.get("generators") or ["none"])
 
 
 def print_summary_table(summaries: list[dict]) -> None:
@@ -430,5 +449,5 @@ def print_summary_table(summaries: list[dict]) -> None:
                 t.add_column("stage")
                 for c in cols:
                     t.add_column(c, justify="right")
-            t.add_row(s["name"], ", ".join(s.get("generators") or ["none"]), stage, *[row.get(c, "") for c in cols])
+            t.add_row(s["name"], _generators_cell(s), stage, *[row.get(c, "") for c in cols])
     console().print(t)

@@ -13,7 +13,8 @@ once, unless set). Run seeds: ``--set seed=S`` on the run config, which seeds ge
 training and fine-tuning unless a stage sets its own seed.
 
 Outputs: ``OUT/<run>/`` (each run), ``OUT/logs/<run>.log`` (its output), ``OUT/sweep.json`` (runs,
-devices, exit codes, wall times), ``OUT/comparison.{html,md}``.
+devices, exit codes, wall times), ``OUT/comparison.{html,md}`` (a row per run, and per config
+and stage the mean ± std over its seeds; the same table is printed).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Job:
     ended: Optional[float] = None
     log: Optional[str] = None
     extra: dict = field(default_factory=dict)
+    group: str = ""                # the config's name in the comparison (its seeds' mean ± std)
 
 
 def plan_jobs(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str] = ()) -> list[Job]:
@@ -62,7 +64,7 @@ def plan_jobs(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[
             stem = f"{stem}-{stems[stem]}"
         for s in seeds:
             name = f"{stem}-s{s}"
-            jobs.append(Job(name, str(c), int(s), [*overrides, f"seed={s}", f"name={name}"]))
+            jobs.append(Job(name, str(c), int(s), [*overrides, f"seed={s}", f"name={name}"], group=stem))
     return jobs
 
 
@@ -187,7 +189,8 @@ def sweep(configs: Sequence[str], seeds: Sequence[int], out_dir: str | Path, ove
     failed = [j for j in jobs if j not in done]
     if done:
         record["comparison"] = str(gather([out_dir / j.name for j in done], out_dir,
-                                          title or f"sweep: {', '.join(Path(c).stem for c in configs)}"))
+                                          title or f"sweep: {', '.join(Path(c).stem for c in configs)}",
+                                          [j.group or j.name for j in done]))
     write_json_atomic(out_dir / "sweep.json", record)
     if failed:
         msg = "; ".join(f"{j.name} (exit {j.returncode}, log {j.log})" for j in failed)
@@ -197,11 +200,33 @@ def sweep(configs: Sequence[str], seeds: Sequence[int], out_dir: str | Path, ove
     return record
 
 
-def gather(run_dirs: Sequence[Path], out_dir: Path, title: str) -> Path:
-    """The one place a sweep builds its comparison report."""
+def gather(run_dirs: Sequence[Path], out_dir: Path, title: str, groups: Optional[Sequence[str]] = None) -> Path:
+    """The one place a sweep builds its comparison report (``groups``: each run's config, whose
+    seeds get a mean ± std row)."""
     from .report import compare
 
-    return compare([str(r) for r in run_dirs], out_dir, title)
+    return compare([str(r) for r in run_dirs], out_dir, title, groups=groups)
+
+
+def print_comparison(record: dict, out_dir: Path) -> None:
+    """The sweep's table in the terminal: every finished run, then each config's mean ± std."""
+    import json
+
+    from rich.table import Table
+
+    from .report import mean_std_rows, metrics_rows
+    from .term import console
+
+    runs = [r for r in record["runs"] if r["name"] in record["finished"]]
+    summaries = [json.loads((out_dir / r["name"] / "metrics.json").read_text()) for r in runs]
+    header, rows = metrics_rows(summaries, [r["name"] for r in runs])
+    rows += mean_std_rows(summaries, [r.get("group") or r["name"] for r in runs], header[2:])
+    t = Table(title="test metrics (%; DP / EO / ED: gaps)")
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i < 2 else "right")
+    for r in rows:
+        t.add_row(*r)
+    console().print(t)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -225,6 +250,8 @@ def register(sub) -> None:
 
 def _cmd(args) -> int:
     rec = sweep(args.configs, args.seeds, args.out, args.overrides, args.per_device, args.devices, args.title)
+    if rec["finished"]:
+        print_comparison(rec, Path(args.out))
     print(f"finished {len(rec['finished'])}/{len(rec['runs'])} runs in {rec['wall_s']:.0f} s")
     if "comparison" in rec:
         print(f"comparison: {rec['comparison']}")

@@ -87,7 +87,7 @@ def longer(spec: dict, epochs: int) -> dict:
     old = t["epochs"]
     sched = dict(t.get("schedule") or {})
     if sched.get("milestones"):
-        sched["milestones"] = [max(1, round(m * epochs / old)) for m in sched["milestones"]]
+        sched["milestones"] = [m if 0 < m < 1 else max(1, round(m * epochs / old)) for m in sched["milestones"]]
     return merge(spec, {"train": {"epochs": epochs, "schedule": sched}})  # described by _describe
 
 

@@ -142,7 +142,9 @@ def _fair(s: dict, stage: str = "final") -> dict:
 
 
 def _headline(s: dict) -> dict:
-    return _fair(s).get("headline") or {}
+    """DP / EO / ED of this table: the paper's reading (:data:`synaug.metrics.PAPER_SET`), read
+    from the gaps themselves (run reports lead with fairlearn's definitions instead)."""
+    return M.definition_set_values(_fair(s), M.PAPER_SET)
 
 
 def _stats(vals: list[float], digits: int = 4) -> str:
@@ -209,10 +211,11 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
             for k in ("DP", "ED", "EO"):
                 gaps[r][k].append(float("nan") if h.get(k) is None else h[k])
             every[r].append({k: _fair(s).get(k) for k in M.DEFINITIONS})
-    hs = M.DEFINITION_SETS[M.HEADLINE_SET]
+    hs = M.DEFINITION_SETS[M.PAPER_SET]
     md = [NOTE, "",
-          f"DP / ED / EO below are the headline reading ('{M.HEADLINE_SET}'): DP = {hs['DP']}, EO = {hs['EO']}, "
-          f"ED = {hs['ED']} ({M.DEFINITION_SETS[M.HEADLINE_SET]['label']}). Definitions: "
+          f"DP / ED / EO below are the paper's reading ('{M.PAPER_SET}'): DP = {hs['DP']}, EO = {hs['EO']}, "
+          f"ED = {hs['ED']} ({hs['label']}); each run's report leads with fairlearn's definitions "
+          f"('{M.HEADLINE_SET}') and gives this reading beside them. Definitions: "
           + "; ".join(f"`{hs[k]}` = {M.DEFINITIONS[hs[k]]}" for k in ("DP", "EO", "ED"))
           + ". Accuracy: plain test accuracy on the (gender, race)-balanced test set. Lower gaps are fairer. "
           "Every run's report.html lists the other readings and the per-(race, gender) table.", ""]
@@ -243,7 +246,7 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
         n = c["counts"]["n"]
         cnt = lambda k: f"{c['counts'][k]}/{n}"  # noqa: E731
         shows = "yes" if c["shows_every_paper_order"] else "no (never " + ", ".join(c["missing"]) + ")"
-        md.append(f"| {name}{' (headline)' if name == M.HEADLINE_SET else ''} | `{d['DP']}` | `{d['EO']}` | "
+        md.append(f"| {name}{' (this table)' if name == M.PAPER_SET else ''} | `{d['DP']}` | `{d['EO']}` | "
                   f"`{d['ED']}` | {cnt('ED < EO')} | {cnt('ED > EO')} | {cnt('DP > ED')} | {cnt('DP > EO')} | "
                   f"{cnt('DP < EO')} | {c['agree']}/{c['total']} | {shows} |")
     md.append(f"| the paper's own rows | | | | {pc['ED < EO']}/{pc['rows']} | {pc['rows'] - pc['ED < EO']}/{pc['rows']} | "
@@ -251,8 +254,8 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
               "| | |")
     best = chk["best"]
     md += ["", f"- Best reproduction of the paper's ordering on these predictions (every order the paper shows, then "
-           f"the highest agreement): **{best}**. The reports' headline reading is '{M.HEADLINE_SET}': "
-           + ("**the same**." if best == M.HEADLINE_SET else "**a different one** — the headline is not what these "
+           f"the highest agreement): **{best}**. This table's reading is '{M.PAPER_SET}': "
+           + ("**the same**." if best == M.PAPER_SET else "**a different one** — the reading above is not what these "
               "numbers support best; see the table."),
            "- Sources: EO = TPR gap and equalized odds (Hardt et al. 2016); fairlearn's "
            "`equalized_odds_difference` (agg = worst_case / mean); the class-wise accuracy gap of Jung et al. 2022 "

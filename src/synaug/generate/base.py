@@ -24,6 +24,23 @@ def derive_seed(run_seed: int, cell_key: str, index: int, purpose: str = "image"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
+RANDOM_PREFIX = "random:"  # model: random:<arch> = a pipeline with random weights (cost only)
+
+
+def random_weights(generator: str | None) -> bool:
+    """Whether a ``model`` value or a manifest ``generator`` label (``txt2img:random:tiny``)
+    names a pipeline with random weights."""
+    return bool(generator) and (generator.startswith(RANDOM_PREFIX) or f":{RANDOM_PREFIX}" in generator)
+
+
+def random_weights_note(generator: str | None) -> str | None:
+    """The warning every terminal line and report gives for such images (None otherwise)."""
+    if not random_weights(generator):
+        return None
+    return (f"the synthetic images come from a generator with random weights ({generator}): they are noise, "
+            "not meaningful images; use it to measure cost or test the pipeline, never for results")
+
+
 def cell_dirname(cell: Cell) -> str:
     """Folder of a cell's images under ``images/``: the cell key with ``/`` replaced by ``_``."""
     return cell.key.replace("/", "_")

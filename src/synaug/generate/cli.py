@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -21,7 +22,8 @@ Backends (config key `backend`):
            image of any class, the item's own included, as the paper draws "regardless of the
            class"; img2img.exclude_own_class: true = other classes only), img2img.strength (0.75).
   pool     take each cell's images from an existing labelled manifest (pool.manifest),
-           without replacement, deterministically; copied as PNG into --out.
+           without replacement (pool.replacement: true reuses images when a cell needs
+           more than the pool has), deterministically; copied as PNG into --out.
            pool.shift: none | synthetic-domain (saturation x1.5, Gaussian blur 0.6 px,
            warm cast R x1.06 B x0.92: a stand-in for the synthetic domain gap when no
            diffusion weights exist).
@@ -42,7 +44,10 @@ the weights' size in the configured dtype and the device's free memory; `synaug 
 same before its first stage.
 
 Every image's seed derives from (seed, cell, index): rerunning the same command resumes
-and makes exactly the missing images. Multi-process: `accelerate launch --num_processes N
+and makes exactly the missing images; after a change of the plan (or config), --update keeps
+the images that still match and makes only the difference. Relative paths in --config
+(pool.manifest, pool.root, prompts, a local model folder) are read relative to the config
+file's folder; --set values as typed. Multi-process: `accelerate launch --num_processes N
 -m synaug.cli generate ...` or `torchrun --nproc_per_node N -m synaug.cli generate ...`.
 Output: OUT/images/<cell>/<index>.png, OUT/synthetic.parquet, OUT/generate.yaml.
 
@@ -74,12 +79,15 @@ def register(sub) -> None:
     p.add_argument("--rank", type=int, default=None,
                    help="make only this share (independent jobs without a launcher; needs --world-size)")
     p.add_argument("--world-size", type=int, default=None)
+    p.add_argument("--update", action="store_true",
+                   help="OUT holds images of another plan or config: keep those that still match (same cell, "
+                        "index, seed, prompt, source), make only the others, remove those no longer planned")
     p.add_argument("--no-progress", action="store_true", help="no progress bar / summary")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    from ..config import load, parse_override
+    from ..config import load
     from ..errors import SynaugError
     from ..manifest import Manifest
     from ..plan import Plan
@@ -91,9 +99,7 @@ def _cmd(args) -> int:
         return _check(args)
     if args.plan is None:
         raise SynaugError("synaug generate needs --plan (or --check to only check --config's model)")
-    overrides = dict(parse_override(o) for o in args.overrides)
-    if args.no_modifiers:
-        overrides["modifiers"] = "none"
+    overrides = list(args.overrides) + (["modifiers=none"] if args.no_modifiers else [])
     cfg = load(GenerateConfig, args.config, overrides)
     plan = Plan.read(args.plan)
     out = Path(args.out) if args.out else Path(args.plan).resolve().parent / "synthetic"
@@ -112,9 +118,16 @@ def _cmd(args) -> int:
         dist = DistInfo(args.rank, args.world_size, 0, group=False)
     else:
         dist = setup_distributed()
-    m = generate(plan, cfg, out, real, progress=not args.no_progress, dist=dist)
+    from .base import random_weights_note
+
+    note = random_weights_note(cfg.model) if cfg.backend != "pool" else None
+    if note and dist.rank == 0:
+        print(f"synaug: warning: {note}", file=sys.stderr)
+    m = generate(plan, cfg, out, real, progress=not args.no_progress, dist=dist, update=args.update)
     if m is not None and dist.rank == 0:
         print(f"wrote {len(m)} images and {out / 'synthetic.parquet'}")
+        if note:
+            print(f"synaug: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -125,7 +138,7 @@ _RUN_KEYS = {"generate", "data", "plan", "train", "finetune", "eval", "name", "d
 def load_generation_config(path: str, overrides: list[str]):
     """The generation config of ``path``: a generation config, or the ``generate`` section of a
     whole run config (``--set`` keys then use the run config's names, e.g. ``generate.model``)."""
-    from ..config import load, parse_override, read_yaml
+    from ..config import load, read_yaml
     from ..errors import SynaugError
     from ..run import load_run_config
     from .config import GenerateConfig
@@ -136,7 +149,7 @@ def load_generation_config(path: str, overrides: list[str]):
         if cfg is None:
             raise SynaugError(f"{path} is a run config without a generate section: no model to check")
         return cfg
-    return load(GenerateConfig, path, dict(parse_override(o) for o in overrides))
+    return load(GenerateConfig, path, list(overrides))
 
 
 def _check(args) -> int:

@@ -17,9 +17,9 @@ and for the offline pool demo::
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer
 
 from ..config import Strict
 
@@ -31,6 +31,9 @@ class PoolConfig(Strict):
     """Take images for each cell from an existing labelled set (no diffusion model runs):
     pre-generated images (``dataset: shared-sd14``), or real images (the web-crawled baseline)."""
 
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("manifest", "root")
+    MAYBE_PATH_MAPS: ClassVar[tuple[str, ...]] = ("options",)
+
     manifest: str | None = None          # a manifest file of the pool, or "heldout" in `synaug run`
     dataset: str | None = None           # or a registered dataset, e.g. shared-sd14 (Stable Diffusion 1.4)
     root: str | None = None              # root of a plain table's rows / the dataset's data root
@@ -39,6 +42,16 @@ class PoolConfig(Strict):
     name: str | None = None              # pool name (pool:<name> for rows without a generator)
     shift: Literal["none", "synthetic-domain"] = "none"
     match_groups: bool = True            # group cells take images of the same group name
+    # a cell needing more images than the pool has reuses them (each once, then again)
+    replacement: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_replacement_off(self, handler):
+        # left out while off: the fingerprints (cache keys) of runs made before the key existed stay valid
+        out = handler(self)
+        if isinstance(out, dict) and not self.replacement:
+            out.pop("replacement", None)
+        return out
 
 
 class Img2ImgConfig(Strict):
@@ -55,6 +68,8 @@ class Img2ImgConfig(Strict):
 class ClipFilterConfig(Strict):
     """Optional CLIP check (beyond the paper; off by default)."""
 
+    MAYBE_PATH_KEYS: ClassVar[tuple[str, ...]] = ("model",)
+
     enabled: bool = False
     model: str | None = None                    # CLIPModel id or folder (e.g. openai/clip-vit-base-patch32)
     threshold: float = 0.2                      # cosine similarity image <-> "a photo of {class}"
@@ -65,6 +80,9 @@ class ClipFilterConfig(Strict):
 
 class GenerateConfig(Strict):
     """Everything ``synaug generate`` needs besides the plan. See ``synaug generate --help``."""
+
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("prompts",)
+    MAYBE_PATH_KEYS: ClassVar[tuple[str, ...]] = ("model", "modifiers")  # also Hub ids / shipped names
 
     backend: Literal["txt2img", "img2img", "pool"] = "txt2img"
     # diffusion model (txt2img / img2img)

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import SynaugError
 from ..manifest import Manifest
 from ..plan import Plan
-from .base import Item, derive_seed, to_square
+from .base import RANDOM_PREFIX, Item, derive_seed, to_square
 
 SCHEDULER_CLASSES = {
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
@@ -60,8 +60,6 @@ def model_label(model: str) -> str:
     """Short model name for the manifest: a local folder's name, or the Hub id."""
     return Path(model).expanduser().resolve().name if _is_local(model) else model
 
-
-RANDOM_PREFIX = "random:"
 
 #: the oldest releases synaug works with (pyproject.toml pins the same): diffusers' from_pretrained
 #: takes ``dtype=`` from 0.40 (older releases ignore it and load fp32); transformers builds a CLIP
@@ -273,6 +271,10 @@ class Img2ImgGenerator(_DiffusersGenerator):
                                   f"{'of' if mode == 'intra' else 'outside'} class {cell.class_name!r} to guide with")
             self._cands[cell.class_name] = np.sort(paths[mask])
         self.run_seed = cfg.seed
+
+    def identity(self, item: Item) -> str:
+        """What decides ``item``'s image besides the config and prompt: its guide image."""
+        return self.guide_of(item)
 
     def guide_of(self, item: Item) -> str:
         cand = self._cands[item.cell.class_name]

@@ -55,11 +55,14 @@ class PoolGenerator:
         pool row's ``generator`` when it has one (``shared-sd14``: "Stable Diffusion 1.4
         (CIFAKE)"), else ``pool:<name>`` (real images); ``+synthetic-domain`` when shifted.
         ``source_file`` records the pool image's path (relative to its root).
+    replacement : bool
+        A cell that needs more images than the pool has reuses them: every pool image once,
+        then again in a new seeded order (the first images are those of ``replacement: false``).
     """
 
     def __init__(self, plan: Plan, pool: Manifest, run_seed: int, name: str, shift: str = "none",
                  split: str | None = "train", match_groups: bool = True, resolution: int = 32,
-                 resize_filter: str = "lanczos"):
+                 resize_filter: str = "lanczos", replacement: bool = False):
         self.shift = shift
         suffix = "+synthetic-domain" if shift == "synthetic-domain" else ""
         self.name = f"pool:{name}{suffix}"
@@ -72,6 +75,8 @@ class PoolGenerator:
                           self.name[:-len(suffix)] if suffix else self.name)
         self._sources: dict[str, np.ndarray] = {}  # cell key -> row positions in df, in serving order
         self._abs, self._rel, self._makers, self._suffix = abspaths, rel, makers, suffix
+        short = []  # (what, needed, available) of the cells the pool cannot fill
+        avail = {}  # cell key -> pool images that can serve it
         for cell in plan.cells:
             if cell.synthetic == 0:
                 continue
@@ -86,11 +91,13 @@ class PoolGenerator:
             what = f"class {cell.class_name!r}"
             if cell.group >= 0 and match_groups:
                 what += f", group {cell.group_name!r}"
-            if len(cand) < cell.synthetic:
-                raise SynaugError(f"pool {name!r} cannot fill {what}: the plan needs {cell.synthetic} images, "
-                                  f"the pool has {len(cand)} (sampling is without replacement)")
-            rng = np.random.default_rng(derive_seed(run_seed, cell.key, 0, purpose="pool"))
-            self._sources[cell.key] = cand[rng.permutation(len(cand))[: cell.synthetic]]
+            avail[cell.key] = len(cand)
+            if len(cand) < cell.synthetic and not (replacement and len(cand)):
+                short.append((what, cell.synthetic, len(cand)))
+                continue
+            self._sources[cell.key] = _serving_order(cand, cell.synthetic, run_seed, cell.key)
+        if short:
+            raise SynaugError(_short_message(name, short, plan, avail))
         self.resolution, self.resize_filter = resolution, resize_filter
 
     def _row(self, item: Item) -> int:
@@ -103,6 +110,23 @@ class PoolGenerator:
     def provenance(self, item: Item) -> dict:
         i = self._row(item)
         return {"generator": str(self._makers[i]) + self._suffix, "source_file": str(self._rel[i])}
+
+    def identity(self, item: Item) -> str:
+        """What decides ``item``'s image besides the config: the pool file it copies and its maker."""
+        i = self._row(item)
+        return f"{self._abs[i]}|{self._makers[i]}"
+
+    def check_files(self) -> None:
+        """Every pool image the plan uses exists and decodes (one message for all problems),
+        checked before anything is written."""
+        from ..data.files import bad_files_message, probe_all
+
+        used = np.unique(np.concatenate([v for v in self._sources.values()] or [np.zeros(0, int)]))
+        found = probe_all([self._abs[i] for i in used])
+        bad = [(repr(str(self._abs[i])), why) for i, (_, why) in zip(used, found) if why is not None]
+        if bad:
+            raise SynaugError(bad_files_message(bad, len(used), "pool images the plan uses",
+                                                "Fix or remove them from the pool; nothing was generated."))
 
     def generate(self, items: Sequence[Item], seeds: Sequence[int]) -> list[Image.Image]:
         from .base import to_square
@@ -117,6 +141,27 @@ class PoolGenerator:
                 raise SynaugError(f"cannot read pool image {src}: {type(e).__name__}: {e}") from None
             out.append(synthetic_domain_shift(img) if self.shift == "synthetic-domain" else img)
         return out
+
+
+def _serving_order(cand: np.ndarray, need: int, run_seed: int, key: str) -> np.ndarray:
+    """Pool rows serving a cell's images 0..need-1: a seeded permutation of ``cand``; past its
+    end (``replacement``) further permutations, each seeded by its round."""
+    rounds = []
+    for r in range(-(-need // len(cand)) if len(cand) else 0):
+        rng = np.random.default_rng(derive_seed(run_seed, key, r, purpose="pool"))
+        rounds.append(cand[rng.permutation(len(cand))])
+    return np.concatenate(rounds)[:need] if rounds else cand[:0]
+
+
+def _short_message(name: str, short: list, plan: Plan, avail: dict) -> str:
+    """One line: the cells the pool cannot fill (first, and how many), and how to go on."""
+    what, need, have = short[0]
+    more = f" (and {len(short) - 1} more cell{'s' if len(short) > 2 else ''})" if len(short) > 1 else ""
+    cap = min(c.real + avail[c.key] for c in plan.cells if c.key in avail)
+    return (f"pool {name!r} cannot fill {what}: the plan needs {need} images, the pool has {have}{more}. To go on: "
+            f"lower the plan's target (plan.target in a run config, synaug plan --target) to {cap} or less (the "
+            "count every class can reach with this pool), add images to the pool, or set "
+            "generate.pool.replacement: true to reuse pool images")
 
 
 def load_pool(plan: Plan, cfg) -> PoolGenerator:
@@ -139,6 +184,6 @@ def load_pool(plan: Plan, cfg) -> PoolGenerator:
         if c.synthetic and c.class_name not in pool.classes:
             raise SynaugError(f"pool {name!r} cannot fill class {c.class_name!r}: the plan needs {c.synthetic} "
                               f"images, the pool has 0 (its classes: {', '.join(pool.classes[:12])}"
-                              f"{', ...' if len(pool.classes) > 12 else ''})")
+                              f"{', ...' if len(pool.classes) > 12 else ''}); add images of that class to the pool")
     return PoolGenerator(plan, pool, cfg.seed, name, pc.shift, pc.split, pc.match_groups,
-                         cfg.resolution, cfg.resize_filter)
+                         cfg.resolution, cfg.resize_filter, pc.replacement)

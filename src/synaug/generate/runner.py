@@ -7,10 +7,16 @@ Output layout (``out_dir``)::
     synthetic.parquet             the merged Manifest (roots {"synthetic": out_dir})
     generate.yaml, plan.json, run.json   resolved config, plan copy, fingerprint
 
-Resume rule: an image counts as done iff it has a manifest row *and* its file exists (and
-decodes, with ``verify_on_resume``). Everything else is made again from the same seed and
-overwrites any file of that name atomically, so a crash at any point (even SIGKILL between
-writing an image and its row) leaves no duplicates, losses or truncated files.
+Resume rule: an image counts as done iff it has a manifest row *with the image's key* and its
+file exists (and decodes, with ``verify_on_resume``). Everything else is made again from the
+same seed and overwrites any file of that name atomically, so a crash at any point (even
+SIGKILL between writing an image and its row) leaves no duplicates, losses or truncated files.
+
+An image's key (:func:`item_keys`) hashes what decides its pixels: the result-relevant config,
+its cell, index, seed and prompt, and what the backend draws on (the pool file it copies, the
+img2img guide). With ``update=True`` (``synaug run``; ``synaug generate --update``) a changed
+plan or config keeps every image whose key still matches and makes only the others; images the
+plan no longer has are removed after the merge. The result is the same as a fresh generation.
 """
 from __future__ import annotations
 
@@ -35,7 +41,10 @@ from .dist import DistInfo, barrier
 SHARD_DIR = "manifest"
 MERGED = "synthetic.parquet"
 _PART_RE = re.compile(r"^rank(\d+)-part(\d+)\.parquet$")
-_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file"]
+_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file", "item_key"]
+# what the prompt already holds, or (pool) the file an image copies: not part of an image's key
+_PROMPT_KEYS = {"task", "template", "modifiers", "prompts"}
+_POOL_SOURCE_KEYS = {"manifest", "dataset", "root", "options", "split", "name", "match_groups", "replacement"}
 
 
 # ---------------------------------------------------------------------------- setup
@@ -86,21 +95,51 @@ def fingerprint(plan: Plan, cfg: GenerateConfig) -> dict:
     return {"version": 1, "digest": digest, "config": conf}
 
 
-def _check_same_run(out_dir: Path, fp: dict) -> None:
+def item_keys(items: Sequence[Item], cfg: GenerateConfig, gen) -> list[str]:
+    """One key per item (in plan order): a hash of what decides its image. Config keys that only
+    shape the prompt are left out (the prompt is in), and for the pool the keys choosing its
+    files (the file is in, through the backend's ``identity(item)``)."""
+    conf = {k: v for k, v in dump(cfg).items() if k not in NON_RESULT_KEYS | _PROMPT_KEYS}
+    if cfg.backend == "pool":
+        conf["pool"] = {k: v for k, v in conf["pool"].items() if k not in _POOL_SOURCE_KEYS}
+    base = json.dumps(conf, sort_keys=True)
+    ident = getattr(gen, "identity", None)
+    out = []
+    for it in items:
+        c = it.cell
+        blob = json.dumps([base, c.key, c.class_name, c.group_name, it.index, it.seed, it.prompt,
+                           ident(it) if ident else ""])
+        out.append(hashlib.sha256(blob.encode()).hexdigest()[:24])
+    return out
+
+
+def _previous(out_dir: Path) -> dict | None:
+    """The ``run.json`` of the generation already in ``out_dir`` (None: none, or unreadable)."""
     f = out_dir / "run.json"
     if not f.is_file():
-        return
+        return None
     try:
-        old = json.loads(f.read_text())
+        return json.loads(f.read_text())
     except json.JSONDecodeError:
-        return  # written atomically, so only a hand-edited file can be bad; it is rewritten
-    if old.get("digest") == fp["digest"]:
-        return
+        return None  # written atomically, so only a hand-edited file can be bad; it is rewritten
+
+
+def _changed_since(out_dir: Path, fp: dict) -> str | None:
+    """What differs from the generation run already in ``out_dir`` (None: none there, or the same)."""
+    old = _previous(out_dir)
+    if old is None or old.get("digest") == fp["digest"]:
+        return None
     changed = sorted(k for k in set(old.get("config", {})) | set(fp["config"])
                      if old.get("config", {}).get(k) != fp["config"].get(k))
-    what = f"different config keys: {', '.join(changed)}" if changed else "a different plan"
-    raise SynaugError(f"{out_dir} holds a generation run with {what}; "
-                      "rerun with the same plan and config to resume, or use a new --out")
+    return f"different config keys: {', '.join(changed)}" if changed else "a different plan"
+
+
+def _check_same_run(out_dir: Path, fp: dict) -> None:
+    what = _changed_since(out_dir, fp)
+    if what is not None:
+        raise SynaugError(f"{out_dir} holds a generation run with {what}; rerun with the same plan and config to "
+                          "resume, add --update to keep the images that still match and make only the others, "
+                          "or use a new --out")
 
 
 # ---------------------------------------------------------------------------- shard rows
@@ -115,6 +154,8 @@ def _read_rows(out_dir: Path) -> dict[str, dict]:
             continue
         if "source_file" not in df.columns:  # written before provenance was recorded
             df["source_file"] = ""
+        if "item_key" not in df.columns:  # written before images had keys
+            df["item_key"] = ""
         rows.update({r["path"]: r for r in df[_ROW_COLS].to_dict("records")})
     return rows
 
@@ -171,7 +212,7 @@ def _remove_stale_temps(out_dir: Path, mine: Sequence[Item], rank: int, world_si
 # ---------------------------------------------------------------------------- main entry
 def generate(plan: Plan, cfg: GenerateConfig, out_dir: str | Path, real_manifest: Manifest | None = None,
              rank: int = 0, world_size: int = 1, progress: bool = True,
-             dist: DistInfo | None = None) -> Manifest | None:
+             dist: DistInfo | None = None, update: bool = False) -> Manifest | None:
     """Make the plan's synthetic images and return their manifest.
 
     Parameters
@@ -192,6 +233,9 @@ def generate(plan: Plan, cfg: GenerateConfig, out_dir: str | Path, real_manifest
     dist : DistInfo, optional
         Process-group info from :func:`synaug.generate.dist.setup_distributed`; with a group,
         rank 0 merges after a barrier and every rank returns the merged manifest.
+    update : bool
+        ``out_dir`` may hold a generation of another plan or config: keep the images whose
+        key still matches, make the others, remove those no longer planned (else: an error).
 
     Returns
     -------
@@ -209,26 +253,39 @@ def generate(plan: Plan, cfg: GenerateConfig, out_dir: str | Path, real_manifest
     prompt_fn = build_prompt_fn(plan, cfg)
     items = plan_items(plan, prompt_fn, cfg.seed)
     fp = fingerprint(plan, cfg)
-    _check_same_run(out_dir, fp)
+    changed = _changed_since(out_dir, fp)
+    if not update:
+        _check_same_run(out_dir, fp)
     from .diffusers_backend import resolve_device
 
     device = resolve_device(cfg.device, dist.local_rank) if cfg.backend != "pool" else "cpu"
     gen = build_generator(plan, cfg, real_manifest, device)
+    if hasattr(gen, "check_files"):  # the files a backend copies: all checked before any write
+        gen.check_files()
     scorer = _build_scorer(cfg, device)
+    keys = item_keys(items, cfg, gen)
+    # rows written before images had keys count only for the same plan and config, and only as long
+    # as no other one has been started in the folder since (run.json keeps that answer)
+    legacy = changed is None and (_previous(out_dir) or {}).get("legacy_rows", True)
     # ---- everything above only reads; from here on files are written
     if dist.rank == 0:
-        write_json_atomic(out_dir / "run.json", fp)
+        write_json_atomic(out_dir / "run.json", {**fp, "legacy_rows": legacy})
         save_resolved(cfg, out_dir / "generate.yaml")
         plan.write(out_dir / "plan.json")
     mine = [it for it in items if it.order % dist.world_size == dist.rank]
     _remove_stale_temps(out_dir, mine, dist.rank, dist.world_size)
     rows = _read_rows(out_dir)
-    todo = [it for it in mine if not _is_done(out_dir, it, rows, cfg.verify_on_resume)]
-    _run_items(todo, len(mine), gen, scorer, cfg, out_dir, dist, progress)
+    todo = [it for it in mine if not _is_done(out_dir, it, rows, keys[it.order], legacy, cfg.verify_on_resume)]
+    if changed is not None and progress and dist.rank == 0:
+        print(f"generate: {out_dir} holds a generation with {changed}: {len(mine) - len(todo)} of {len(mine)} "
+              f"planned images still match and are kept, {len(todo)} to make; "
+              f"{len(_unplanned(out_dir, items))} no longer planned are removed at the end", file=sys.stderr)
+    _run_items(todo, len(mine), gen, scorer, cfg, out_dir, dist, progress, keys)
     barrier(dist)
     result = None
     if dist.rank == 0:
-        result = merge(plan, items, out_dir, complete_required=dist.group or dist.world_size == 1)
+        result = merge(plan, items, out_dir, complete_required=dist.group or dist.world_size == 1,
+                       keys=keys, legacy=legacy)
         if result is not None and progress:
             print_summary(plan, result)
     barrier(dist)
@@ -258,15 +315,38 @@ def _build_scorer(cfg: GenerateConfig, device: str):
     return ClipScorer(c.model, c.template, device, c.local_files_only)
 
 
-def _is_done(out_dir: Path, it: Item, rows: dict, verify: bool) -> bool:
+def _has_row(it: Item, rows: dict, key: str, legacy: bool) -> bool:
+    """Whether ``rows`` record ``it`` as made with ``key`` (or, ``legacy``, without a key)."""
+    r = rows.get(it.path)
+    return r is not None and (r["item_key"] == key or legacy and not r["item_key"])
+
+
+def _is_done(out_dir: Path, it: Item, rows: dict, key: str, legacy: bool, verify: bool) -> bool:
     p = out_dir / it.path
-    if it.path not in rows or not p.is_file():
+    if not _has_row(it, rows, key, legacy) or not p.is_file():
         return False
     return _decodes(p) if verify else True
 
 
+def _unplanned(out_dir: Path, items: Sequence[Item]) -> list[Path]:
+    """Image files in ``out_dir/images`` that no planned item has."""
+    d = out_dir / "images"
+    if not d.is_dir():
+        return []
+    planned = {it.path for it in items}
+    return [p for p in d.rglob("*.png") if p.relative_to(out_dir).as_posix() not in planned]
+
+
+def _remove_unplanned(out_dir: Path, items: Sequence[Item]) -> None:
+    for p in _unplanned(out_dir, items):
+        p.unlink(missing_ok=True)
+    for d in (out_dir / "images").iterdir() if (out_dir / "images").is_dir() else []:
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
 def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, out_dir: Path,
-               dist: DistInfo, progress: bool) -> None:
+               dist: DistInfo, progress: bool, keys: Sequence[str]) -> None:
     from tqdm.auto import tqdm
 
     part = _next_part(out_dir, dist.rank)
@@ -280,7 +360,8 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
             rows = []
             for it, img, seed in zip(batch, images, seeds):
                 write_bytes_atomic(out_dir / it.path, png_bytes(to_square(img, cfg.resolution, cfg.resize_filter)))
-                rows.append({"path": it.path, "seed": int(seed), "prompt": it.prompt, **provenance(gen, it)})
+                rows.append({"path": it.path, "seed": int(seed), "prompt": it.prompt, **provenance(gen, it),
+                             "item_key": keys[it.order]})
             # rows only after their images are on disk: a row always means a complete file
             _write_part(out_dir, dist.rank, part, rows)
             part += 1
@@ -321,13 +402,18 @@ def _make_batch(batch: list[Item], gen, scorer, cfg: GenerateConfig):
 
 
 # ---------------------------------------------------------------------------- merge
-def merge(plan: Plan, items: Sequence[Item], out_dir: Path, complete_required: bool = True) -> Manifest | None:
-    """Join shard rows into ``out_dir/synthetic.parquet`` in plan order; delete the parts.
+def merge(plan: Plan, items: Sequence[Item], out_dir: Path, complete_required: bool = True,
+          keys: Sequence[str] | None = None, legacy: bool = True) -> Manifest | None:
+    """Join shard rows into ``out_dir/synthetic.parquet`` in plan order; delete the parts and
+    the images no longer planned.
 
-    Raises (or returns None when ``complete_required`` is false) if a planned image is missing.
+    Raises (or returns None when ``complete_required`` is false) if a planned image is missing
+    (no row, or, with ``keys``, no row made with its key).
     """
     rows = _read_rows(out_dir)
-    missing = [it for it in items if it.path not in rows or not (out_dir / it.path).is_file()]
+    missing = [it for it in items if (it.path not in rows if keys is None else not
+                                      _has_row(it, rows, keys[it.order], legacy))
+               or not (out_dir / it.path).is_file()]
     if missing:
         if not complete_required:
             print(f"synaug: {len(missing)} of {len(items)} planned images are not made yet (other ranks); "
@@ -342,11 +428,13 @@ def merge(plan: Plan, items: Sequence[Item], out_dir: Path, complete_required: b
         records.append({"path": it.path, "label": c.label, "class_name": c.class_name, "group": c.group,
                         "group_name": c.group_name if c.group >= 0 else "", "split": "train",
                         "source": "synthetic", "prompt": r["prompt"], "seed": int(r["seed"]),
-                        "generator": r["generator"], "source_file": r["source_file"]})
+                        "generator": r["generator"], "source_file": r["source_file"],
+                        "item_key": keys[it.order] if keys is not None else r["item_key"]})
     m = Manifest.from_records(records, plan.classes, {"synthetic": out_dir}, plan.groups)
     m.write(out_dir / MERGED)
     for p in _part_files(out_dir):
         p.unlink(missing_ok=True)
+    _remove_unplanned(out_dir, items)
     return m
 
 

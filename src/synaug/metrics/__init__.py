@@ -10,7 +10,7 @@ and return plain floats / dicts / arrays.
 from .classification import (FEW_MAX, MANY_MIN, confusion_matrix, group_accuracy,
                              per_class_accuracy, per_group_accuracy, shot_accuracy, shot_buckets,
                              top1_accuracy)
-from .fairness import (DEFINITION_SETS, DEFINITIONS, HEADLINE_SET, class_accuracy_gap, class_accuracy_gaps,
+from .fairness import (DEFINITION_SETS, DEFINITIONS, HEADLINE_SET, PAPER_SET, class_accuracy_gap, class_accuracy_gaps,
                        definition_set_values, demographic_parity, demographic_parity_population,
                        equal_opportunity, equalized_odds, equalized_odds_mean, fairness_metrics,
                        false_positive_rates, selection_rates, true_positive_rates)
@@ -19,4 +19,5 @@ __all__ = ["top1_accuracy", "confusion_matrix", "per_class_accuracy", "shot_buck
            "per_group_accuracy", "group_accuracy", "selection_rates", "true_positive_rates",
            "false_positive_rates", "demographic_parity", "demographic_parity_population", "equal_opportunity",
            "equalized_odds", "equalized_odds_mean", "class_accuracy_gap", "class_accuracy_gaps", "fairness_metrics",
-           "definition_set_values", "DEFINITIONS", "DEFINITION_SETS", "HEADLINE_SET", "MANY_MIN", "FEW_MAX"]
+           "definition_set_values", "DEFINITIONS", "DEFINITION_SETS", "HEADLINE_SET", "PAPER_SET", "MANY_MIN",
+           "FEW_MAX"]

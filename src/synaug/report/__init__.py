@@ -20,25 +20,81 @@ def _pct(v) -> str:
     return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.2f}"
 
 
-def headline(res: dict) -> dict[str, str]:
-    """The numbers a run is judged by: top-1, many/medium/few, fairness gaps, worst/mean group."""
-    row = {"top1": _pct(res.get("top1"))}
+GAP_COLUMNS = ("DP", "EO", "ED")  # shown with 4 decimals; every other headline column in %
+
+
+def headline_values(res: dict) -> dict[str, float | None]:
+    """The numbers a run is judged by, unformatted: top-1, many/medium/few, fairness gaps
+    (:data:`synaug.metrics.HEADLINE_SET`), worst/mean group accuracy."""
+    row: dict[str, float | None] = {"top1": res.get("top1")}
     if "shot" in res:
         for k in ("many", "medium", "few"):
-            row[k] = _pct(res["shot"].get(k))
+            row[k] = res["shot"].get(k)
     if "fairness" in res and "headline" in res["fairness"]:
-        h = res["fairness"]["headline"]  # the DP / EO / ED of synaug.metrics.HEADLINE_SET
-        for k in ("DP", "EO", "ED"):
-            row[k] = "" if h.get(k) is None else f"{h[k]:.4f}"
+        # from the gaps themselves: metrics.json of runs made when the headline was another
+        # reading give the same columns
+        from ..metrics import HEADLINE_SET, definition_set_values
+
+        row.update(definition_set_values(res["fairness"], HEADLINE_SET))
     elif "fairness" in res and "demographic_parity" in res["fairness"]:  # metrics.json of older runs
         f = res["fairness"]
         for k, key in (("DP", "demographic_parity"), ("EO", "equal_opportunity"), ("ED", "equalized_odds")):
-            row[k] = "" if f.get(key) is None else f"{f[key]:.4f}"
+            row[k] = f.get(key)
     if "group_accuracy" in res:
         g = res["group_accuracy"]
-        row["worst group"] = _pct(g.get("worst"))
-        row["mean"] = _pct(g.get("mean"))  # plain accuracy; the group means are in the fairness section
+        row["worst group"] = g.get("worst")
+        row["mean"] = g.get("mean")  # plain accuracy; the group means are in the fairness section
     return row
+
+
+def _cell(col: str, v) -> str:
+    if col in GAP_COLUMNS:
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
+    return _pct(v)
+
+
+def headline(res: dict) -> dict[str, str]:
+    """The numbers a run is judged by (:func:`headline_values`), formatted: % with 2 decimals,
+    fairness gaps with 4."""
+    return {k: _cell(k, v) for k, v in headline_values(res).items()}
+
+
+def mean_std_rows(summaries: Sequence[dict], groups: Sequence[str], cols: Sequence[str]) -> list[list[str]]:
+    """One row per (group of runs, stage) with two or more runs: ``mean ± std`` (sample std) of
+    every headline column over the group's runs (e.g. a config's seeds in a sweep)."""
+    order = {"trained": 0, "finetuned": 1}
+    by: dict[tuple[str, str], list[dict]] = {}
+    for g, s in zip(groups, summaries):
+        for stage, res in s["results"].items():
+            by.setdefault((g, stage), []).append(headline_values(res))
+    rows = []
+    for (g, stage), vals in sorted(by.items(), key=lambda kv: (list(groups).index(kv[0][0]),
+                                                               order.get(kv[0][1], 2))):
+        if len(vals) < 2:
+            continue
+        cells = []
+        for c in cols:
+            xs = np.array([v[c] for v in vals if v.get(c) is not None], dtype=float)
+            xs = xs[~np.isnan(xs)]
+            if len(xs) < 2:
+                cells.append(_cell(c, xs[0]) if len(xs) else "")
+                continue
+            m, sd = xs.mean(), xs.std(ddof=1)
+            cells.append(f"{_cell(c, m)} ± {_cell(c, sd)}")
+        rows.append([f"{g} (mean ± std, {len(vals)} runs)", stage, *cells])
+    return rows
+
+
+def named_counts(classes: Sequence[str], counts: Sequence[int]) -> str:
+    """``airplane 5000, automobile 2997, ...``: counts with their class names."""
+    return ", ".join(f"{c} {int(n)}" for c, n in zip(classes, counts))
+
+
+def random_weights_warnings(summary: dict) -> list[str]:
+    """The warning a report opens with when its synthetic images come from random weights."""
+    from ..generate.base import random_weights_note
+
+    return [f"WARNING: {n}." for n in map(random_weights_note, summary.get("generators") or []) if n]
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -170,9 +226,10 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
     gen = summary.get("generator", "")
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in summary.get("timings_s", {}).items())
     intro = [f"Run **{summary['name']}** — {cfg.get('description', '')}".rstrip(" —"),
+             *random_weights_warnings(summary),
              f"Synthetic images added: {summary['synthetic']}. Generator: {gen}.",
-             f"Real training counts per class: {summary['real_train_counts']}; after "
-             f"uniformization: {summary['train_counts_after']}.",
+             f"Real training counts per class: {named_counts(real.classes, summary['real_train_counts'])}; "
+             f"after uniformization: {named_counts(real.classes, summary['train_counts_after'])}.",
              "Many/medium/few buckets use the real training counts before uniformization "
              "(>100 / 20-100 / <20). The test split was used only for this evaluation.",
              f"Stage wall times (this invocation): {timing or 'all stages cached'}."]
@@ -204,13 +261,15 @@ def _write_html(path: Path, title: str, body: list[str]) -> None:
 
 
 def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "comparison",
-            notes: Sequence[str] = (), labels: Sequence[str] | None = None) -> Path:
+            notes: Sequence[str] = (), labels: Sequence[str] | None = None,
+            groups: Sequence[str] | None = None) -> Path:
     """Comparison table (every stage of every run) and per-class bars of each run's final model.
 
     Runs are keyed by their folder: ``labels`` name them (default: :func:`run_labels`, the
     folder names made distinct), so runs of one config (same ``name``, e.g. a ``--set``
     sweep) stay apart. Per-class numbers are matched by class *name*: a class only some runs
-    have is empty for the others, never another class's number.
+    have is empty for the others, never another class's number. ``groups`` (one name per run,
+    e.g. the config of each seed of a sweep) adds a ``mean ± std`` row per group and stage.
     """
     from ..errors import SynaugError
 
@@ -230,6 +289,9 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "c
         raise SynaugError(f"label {dup!r} is given to two runs: labels must be distinct")
     summaries = [json.loads((r / "metrics.json").read_text()) for r in run_dirs]
     header, rows = metrics_rows(summaries, labels)
+    if groups is not None:
+        rows += mean_std_rows(summaries, groups, header[2:])
+    notes = [*notes, *[f"{lab}: {w}" for lab, s in zip(labels, summaries) for w in random_weights_warnings(s)]]
     gens = [[lab, s["name"], str(r), s.get("generator", ""), str(s["synthetic"])]
             for lab, s, r in zip(labels, summaries, run_dirs)]
     gen_header = ["run", "config name", "folder", "generator", "synthetic images"]

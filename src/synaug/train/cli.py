@@ -7,13 +7,25 @@ from pathlib import Path
 
 from ..errors import SynaugError
 
-_SET_HELP = "override a config key, e.g. --set epochs=10 --set optim.lr=0.05 (repeatable)"
+_SET_HELP = "override a config key, e.g. {} (repeatable; values are YAML, paths as typed)"
+TRAIN_SET_EXAMPLES = "--set epochs=10 --set optim.lr=0.05"
+FINETUNE_SET_EXAMPLES = "--set epochs=10 --set lr=0.05"
+#: the keys a short run needs, with their defaults (also in README's own-data section)
+TRAIN_KEYS_HELP = """\
+Key defaults (the CIFAR-LT recipe of the paper's ResNet-32 runs):
+  epochs 200, batch_size 128, optim.lr 0.1 (sgd, momentum 0.9, weight_decay 2e-4)
+  model.name resnet32 (CIFAR ResNets resnet20/32/44/56/110, torchvision resnet18/34/50, timm
+    names); model.width 16 = channels of the first stage of a CIFAR ResNet (the paper's;
+    8 or 4: a smaller, faster model)
+  schedule.name multistep (or cosine, constant); schedule.warmup_epochs 5 (linear warm-up);
+  schedule.milestones [0.8, 0.9] with schedule.factors [0.01, 0.0001]: lr x 0.01 from 80 % of
+    the run, x 0.0001 from 90 % (fractions of epochs; whole numbers >= 1 are epoch numbers, e.g.
+    [160, 180]); schedule.min_lr 0 (cosine floor)
+  example of a short run that decays: --set epochs=30 --set schedule.warmup_epochs=2"""
 
 
-def _overrides(items) -> dict:
-    from ..config import parse_override
-
-    return dict(parse_override(s) for s in (items or []))
+def _overrides(items) -> list[str]:
+    return list(items or [])
 
 
 def _read_manifest(path: str, root: str | None = None):
@@ -62,14 +74,15 @@ def register(sub) -> None:
                     "epoch_NNNN[.state].safetensors, history.json, summary.json, config.yaml.\n"
                     "Config keys: seed epochs batch_size model.* optim.* schedule.* mix.* augment.*\n"
                     "algorithm.* (ce resample reweight balanced_softmax ldam_drw group_dro\n"
-                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric.")
+                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric.\n\n"
+                    + TRAIN_KEYS_HELP)
     p.add_argument("--config", "-c", help="train config YAML (default: the CIFAR-LT recipe)")
     p.add_argument("--train-manifest", required=True, action="append",
                    help="manifest (or image folder) with the training rows; repeat to join several")
     p.add_argument("--val-manifest", help="manifest with the validation rows (model selection)")
     p.add_argument("--data-root", help="root of real rows for plain-table manifests")
     p.add_argument("--out", "-o", required=True, help="run folder")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP.format(TRAIN_SET_EXAMPLES))
     p.add_argument("--no-resume", action="store_true", help="ignore OUT/last.json and start over")
     p.set_defaults(func=_train)
 
@@ -84,7 +97,9 @@ def register(sub) -> None:
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
                     "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"
                     "rows, C tuned on half of val, scaler on the real training features).\n\n"
-                    "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.")
+                    "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.\n"
+                    "Config keys: mode seed balance_by per_cell epochs (30) batch_size lr (0.01) momentum\n"
+                    "weight_decay schedule (cosine | constant) augment_views dfr_* augment.* data.* device.")
     f.add_argument("--config", "-c", help="finetune config YAML")
     f.add_argument("--checkpoint", required=True, help="trained run folder or model .safetensors")
     f.add_argument("--manifest", required=True, action="append",
@@ -92,7 +107,7 @@ def register(sub) -> None:
     f.add_argument("--val-manifest", help="validation rows (default: val rows of --manifest)")
     f.add_argument("--data-root", help="root of real rows for plain-table manifests")
     f.add_argument("--out", "-o", required=True, help="output folder")
-    f.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
+    f.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP.format(FINETUNE_SET_EXAMPLES))
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser(
@@ -127,7 +142,7 @@ def _train(args) -> int:
 
     cfg = load(TrainConfig, args.config, _overrides(args.set))
     check_model(cfg)
-    for w in train_warnings(cfg):
+    for w in train_warnings(cfg, prefix=""):
         _note(f"warning: {w}")
     train_m = _read_manifests(args.train_manifest, args.data_root)
     names = " + ".join(args.train_manifest)

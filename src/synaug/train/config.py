@@ -2,11 +2,13 @@
 
 Defaults reproduce the CIFAR-LT recipe used by LDAM-DRW and the paper's ResNet-32 runs:
 SGD lr 0.1, momentum 0.9, weight decay 2e-4, batch 128, 200 epochs, 5 linear-warmup
-epochs, lr x0.01 at epoch 160 and x0.0001 at 180.
+epochs, lr x0.01 at epoch 160 and x0.0001 at 180. The default milestones are fractions of
+the run (0.8, 0.9 of ``epochs``: 160 and 180 of 200), so a shorter run decays too.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import math
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -35,9 +37,13 @@ class OptimConfig(Strict):
 
 
 class ScheduleConfig(Strict):
+    """Learning-rate schedule. ``milestones`` (multistep) are epoch numbers (integers >= 1, e.g.
+    ``[160, 180]``) or fractions of ``epochs`` (all in (0, 1), e.g. the default ``[0.8, 0.9]``:
+    epochs 24 and 27 of 30); from each milestone on the lr is ``optim.lr x factor``."""
+
     name: Literal["multistep", "cosine", "constant"] = "multistep"
     warmup_epochs: int = Field(5, ge=0)
-    milestones: list[int] = Field(default_factory=lambda: [160, 180])
+    milestones: list[int | float] = Field(default_factory=lambda: [0.8, 0.9])
     factors: list[float] = Field(default_factory=lambda: [0.01, 0.0001])  # lr x factor from milestone on
     min_lr: float = Field(0.0, ge=0)  # cosine floor
 
@@ -47,7 +53,18 @@ class ScheduleConfig(Strict):
             raise ValueError("schedule.milestones and schedule.factors must have the same length")
         if sorted(self.milestones) != self.milestones:
             raise ValueError("schedule.milestones must be increasing")
+        fractions = [0 < m < 1 for m in self.milestones]
+        if any(fractions) and not all(fractions):
+            raise ValueError("schedule.milestones: give all as fractions of epochs (0 < m < 1) or all as epochs (>= 1)")
+        if not any(fractions) and any(m != int(m) or m < 1 for m in self.milestones):
+            raise ValueError("schedule.milestones: an epoch milestone must be a whole number >= 1 "
+                             "(or give fractions of epochs, 0 < m < 1)")
         return self
+
+    def milestone_epochs(self, epochs: int) -> list[int]:
+        """The milestones as 0-based epoch numbers for a run of ``epochs`` epochs (fractions
+        rounded half up, at least 1)."""
+        return [max(1, math.floor(m * epochs + 0.5)) if 0 < m < 1 else int(m) for m in self.milestones]
 
 
 class MixConfig(Strict):
@@ -91,6 +108,8 @@ class AugmentConfig(Strict):
 
 
 class DataConfig(Strict):
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("cache_dir",)  # relative to the config file
+
     mode: Literal["auto", "memory", "stream"] = "auto"  # memory: decoded uint8 tensor; stream: DataLoader
     #                                                     (auto picks stream when eval_resize is set)
     image_size: Optional[int] = Field(None, ge=8)       # resize to a square of this size (default: as stored)

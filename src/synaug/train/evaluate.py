@@ -83,7 +83,8 @@ GROUP_ACCURACY_DEFINITIONS = {
 def fairness_block(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, classes: list[str],
                    group_names: list[str], train_cell_counts=None, counts_source: str = "given") -> dict:
     """Fairness gaps over the sensitive attribute ``group`` only (never over class x group cells),
-    each with its definition, and the headline DP / EO / ED of :data:`synaug.metrics.HEADLINE_SET`.
+    each with its definition, the headline DP / EO / ED of :data:`synaug.metrics.HEADLINE_SET`
+    (fairlearn's definitions) and, beside them, the paper's reading (:data:`synaug.metrics.PAPER_SET`).
 
     Two classes: every gap of :func:`synaug.metrics.fairness_metrics` (class 1 = positive);
     ``demographic_parity_population`` takes each group's class shares from
@@ -108,10 +109,10 @@ def fairness_block(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, c
         out["population_shares"] = {group_names[k]: [v[0] / max(sum(v), 1e-12), v[1] / max(sum(v), 1e-12)]
                                     for k, v in shares.items()}
         out["population_shares_from"] = src
-        hs = M.DEFINITION_SETS[M.HEADLINE_SET]
-        out["headline"] = {"set": M.HEADLINE_SET, "label": hs["label"],
-                           **{k: vals[hs[k]] for k in ("DP", "EO", "ED")},
-                           "keys": {k: hs[k] for k in ("DP", "EO", "ED")}}
+        for field, name in (("headline", M.HEADLINE_SET), ("paper_reading", M.PAPER_SET)):
+            hs = M.DEFINITION_SETS[name]
+            out[field] = {"set": name, "label": hs["label"], **{k: vals[hs[k]] for k in ("DP", "EO", "ED")},
+                          "keys": {k: hs[k] for k in ("DP", "EO", "ED")}}
         out["sets"] = {name: {k: vals[d[k]] for k in ("DP", "EO", "ED")} for name, d in M.DEFINITION_SETS.items()}
     else:
         vals = {"class_accuracy_gap_mean": M.class_accuracy_gap(y_true, y_pred, groups, "mean"),

@@ -26,14 +26,15 @@ def lr_at(epoch: int, base_lr: float, epochs: int, cfg: ScheduleConfig) -> float
     """Learning rate of (0-based) ``epoch``.
 
     Linear warmup ``base_lr * (epoch + 1) / warmup_epochs`` for the first epochs (as in
-    LDAM-DRW), then ``multistep`` (``base_lr * factor`` of the last milestone reached),
+    LDAM-DRW), then ``multistep`` (``base_lr * factor`` of the last milestone reached; fractional
+    milestones are fractions of ``epochs``),
     ``cosine`` (from ``base_lr`` to ``min_lr`` over the remaining epochs) or ``constant``.
     """
     if epoch < cfg.warmup_epochs:
         return base_lr * (epoch + 1) / cfg.warmup_epochs
     if cfg.name == "multistep":
         factor = 1.0
-        for m, f in zip(cfg.milestones, cfg.factors, strict=True):
+        for m, f in zip(cfg.milestone_epochs(epochs), cfg.factors, strict=True):
             if epoch >= m:
                 factor = f
         return base_lr * factor
