@@ -15,6 +15,10 @@ seed       int     synthetic rows: per-image seed (-1 for real)
 generator  str     synthetic rows: which backend made it ("" for real)
 ========== ======= ==========================================================
 
+Optional columns (kept when present, filled for rows that lack them): ``source_file`` (str, the
+pool image a synthetic row copies), ``select_score`` (float, NaN when none) and ``selector`` (str)
+of rows kept by a selection from more candidates (:mod:`synaug.generate.select`).
+
 Real rows are relative to ``roots["real"]`` and synthetic rows to ``roots["synthetic"]``
 (the data folder and the generation output folder usually live apart).
 """
@@ -40,6 +44,8 @@ SOURCES = ("real", "synthetic")
 _DEFAULTS = {"group": -1, "group_name": "", "source": "real", "prompt": "", "seed": -1,
              "generator": ""}
 _META_KEY = b"synaug"
+#: optional columns and the value of rows without one (e.g. real rows joined to selected ones)
+OPTIONAL = {"source_file": "", "select_score": float("nan"), "selector": ""}
 
 
 def check_relative_path(p: str) -> str:
@@ -125,6 +131,10 @@ class Manifest:
                 g = df["group"].to_numpy()
                 gok = (g >= 0) & (g < len(self.groups)) & (df["group_name"] == "").to_numpy()
                 df.loc[gok, "group_name"] = gnames[g[gok]]
+        for col, default in OPTIONAL.items():
+            if col in df.columns:
+                df[col] = (pd.to_numeric(df[col], errors="coerce").astype(float) if isinstance(default, float)
+                           else df[col].where(df[col].notna(), default).astype(str))
         extra = [c for c in df.columns if c not in COLUMNS]
         return df[COLUMNS + extra].reset_index(drop=True)
 

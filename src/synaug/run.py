@@ -1,6 +1,7 @@
 """``synaug run CONFIG``: the whole method, stage by stage, cached and resumable.
 
 inspect -> plan -> generate -> train (Mixup) -> last-layer fine-tune -> evaluate -> report.
+With ``generate.select`` on, generate is three stages: candidates -> scorer -> select.
 A stage is skipped when its inputs (config section + upstream stage keys) are unchanged;
 generation and training resume their own partial work after a kill. The test split is read
 only by the evaluate stage.
@@ -91,7 +92,8 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
 # dotted keys holding paths; "maybe" keys also hold names (a Hugging Face id, a shipped
 # modifier list, a dataset option value) and are resolved only when the file exists there
 _PATH_KEYS = ("data.root", "data.manifest", "generate.pool.manifest", "generate.pool.root",
-              "generate.prompts", "train.data.cache_dir", "finetune.data.cache_dir")
+              "generate.prompts", "train.data.cache_dir", "finetune.data.cache_dir",
+              "generate.select.scorer.path")
 _MAYBE_PATH_KEYS = ("generate.model", "generate.modifiers", "generate.clip_filter.model")
 _MAYBE_PATH_MAPS = ("data.options", "generate.pool.options")
 
@@ -234,6 +236,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
                           gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter)
         else:
             load_pool(plan, gcfg)
+    sel_on = gen_on and gcfg.select.active  # selection from more candidates (generate.select)
+    if sel_on:
+        from .generate.select import check_selection
+
+        check_selection(cfg, plan, gcfg, heldout if gcfg.pool.manifest == str(pool_p) else None)
 
     # ---------------------------------------------------------------- data + inspect
     save_resolved(cfg, run_dir / "config.yaml")
@@ -264,7 +271,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
 
     # ---------------------------------------------------------------- generate
     parts = [train_real.split("train", "val")]
-    if gen_on:
+    if sel_on:  # stages candidates -> scorer -> select
+        from .generate.select import run_selection
+
+        parts.append(run_selection(st, cfg, plan, gcfg, run_dir, train_real, k_plan))
+    if gen_on and not sel_on:
         note = ""
         old = syn_dir / "run.json"
         if not gen_cached and old.is_file():
