@@ -133,6 +133,23 @@ def test_candidates_extend_todays_draw(toy, tmp_path):
         generate(plan, cfg.model_copy(update={"select": SelectConfig(candidates=2)}), tmp_path / "x", progress=False)
 
 
+def test_txt2img_candidates_extend_todays_seeds(tmp_path):
+    """txt2img offers more candidates by generating more seeds: the first needed ones are today's images."""
+    from synaug.generate.tiny import build_tiny_sd
+
+    sd = build_tiny_sd(tmp_path / "tiny-sd", seed=0)
+    classes = ["cat", "dog", "truck"]
+    plan = Plan("class", classes, [Cell(i, c, 5, n, attributes={"class": c}) for i, (c, n) in
+                                   enumerate(zip(classes, (2, 0, 3)))])
+    cfg = GenerateConfig(model=str(sd), steps=2, batch_invariant=True)
+    today = generate(plan, cfg, tmp_path / "today", progress=False)
+    cands = generate(candidate_plan(plan, 2), cfg, tmp_path / "cands", progress=False)
+    first = first_rows(cands, plan)
+    assert len(cands) == 10 and list(first.df["seed"]) == list(today.df["seed"])
+    assert list(first.df["prompt"]) == list(today.df["prompt"])
+    assert [p.read_bytes() for p in first.abspaths()] == [p.read_bytes() for p in today.abspaths()]
+
+
 # ---------------------------------------------------------------------------- synaug run, end to end
 def _run_cfg(toy, select: dict, **train) -> dict:
     return {"name": "sel", "data": {"manifest": str(toy / "data.parquet"), "dataset": None},

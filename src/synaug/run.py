@@ -399,7 +399,10 @@ def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
 # ---------------------------------------------------------------------------- CLI
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the whole method from one config (cached, resumable)",
-                       description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report")
+                       description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report. "
+                                   "Beyond the paper (off by default; docs/synthetic.md): generate.select.* "
+                                   "(candidates -> scorer -> select stages), train.synthetic.*, "
+                                   "finetune.train_blocks.")
     p.add_argument("config", help="run config YAML (see configs/)")
     p.add_argument("--out", "-o", default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

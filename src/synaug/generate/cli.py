@@ -30,6 +30,8 @@ class), imagenet 'a photo of {class}', utkface 'Portrait face photo of {race} {g
 year old', waterbirds 'The photo of {bird} in {place}'; `template`, `modifiers` (auto | none |
 cifar10 | cifar100 | file.json) and `prompts` (file.json) override. --no-modifiers gives
 'a photo of {class}' (Table 1 row a). Optional clip_filter.{enabled,model,threshold}.
+select.* (more candidates + a selector scored by a model trained on the run's data) runs
+inside `synaug run` only; see docs/synthetic.md.
 
 Every image's seed derives from (seed, cell, index): rerunning the same command resumes
 and makes exactly the missing images. Multi-process: `accelerate launch --num_processes N

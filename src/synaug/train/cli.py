@@ -62,7 +62,9 @@ def register(sub) -> None:
                     "epoch_NNNN[.state].safetensors, history.json, summary.json, config.yaml.\n"
                     "Config keys: seed epochs batch_size model.* optim.* schedule.* mix.* augment.*\n"
                     "algorithm.* (ce resample reweight balanced_softmax ldam_drw group_dro\n"
-                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric.")
+                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric\n"
+                    "synthetic.* (off by default: loss_weight, label_smoothing, batch_share,\n"
+                    "batch_share_end, separate_bn, color_match; see docs/synthetic.md).")
     p.add_argument("--config", "-c", help="train config YAML (default: the CIFAR-LT recipe)")
     p.add_argument("--train-manifest", required=True, action="append",
                    help="manifest (or image folder) with the training rows; repeat to join several")
@@ -82,7 +84,9 @@ def register(sub) -> None:
                     "Test rows in the file are never read (they are for `synaug evaluate`).\n"
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
                     "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"
-                    "rows, C tuned on half of val, scaler on the real training features).\n\n"
+                    "rows, C tuned on half of val, scaler on the real training features).\n"
+                    "train_blocks N (default 0 = head only): also fine-tune the last N encoder blocks;\n"
+                    "blocks_lr (default lr). See docs/synthetic.md.\n\n"
                     "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.")
     f.add_argument("--config", "-c", help="finetune config YAML")
     f.add_argument("--checkpoint", required=True, help="trained run folder or model .safetensors")
