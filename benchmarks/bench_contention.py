@@ -1,31 +1,36 @@
-"""CPU contention: ``synaug train`` alone and beside one competing CPU-bound 2-thread process,
-ONE run, ratios printed.
+"""CPU contention: ``synaug train`` alone, beside one competing CPU-bound 2-thread process, and
+(``--late``) with the competitor starting after the first epoch, ONE run, ratios printed.
 
 Each measurement is a fresh ``synaug train`` process (ResNet-32, batch 128, ``--images`` CIFAR-10
 images, ``--epochs`` epochs; img/s = mean of the epochs after the first, so start-up, decoding
-and the first epoch's lazy initialisation are excluded). Settings (how ``synaug`` is started):
+and the first epoch's lazy initialisation are excluded; under ``late``, the epochs after the
+second: the competitor starts when epoch 1 ends, and the thread governor reacts at the end of
+epoch 2). Settings (how ``synaug`` is started):
 
-* ``before``   ``--omp-wait unset``: torch's defaults (one thread per core, OpenMP's own
-               spin-then-sleep wait) - what ``synaug train`` did before the knob existed;
-* ``synaug``   no flag: synaug's default (``--omp-wait auto`` = passive wait, one thread per core);
+* ``before``   ``--omp-wait unset``: torch's own defaults (one thread per core, OpenMP's own
+               spin-then-sleep wait);
+* ``synaug``   no flag: synaug's default (``--omp-wait auto``: the wait policy decided from the
+               load at start, the thread governor between epochs; ``synaug.threads``);
+* ``passive``  ``--omp-wait passive`` (synaug's default before issue 18);
 * ``threads1`` ``--threads 1``;
-* ``passive`` / ``active`` / ``spin10k`` / ``spin1k`` (optional): ``--omp-wait passive|active``,
-               and OpenMP's default with ``GOMP_SPINCOUNT=10000`` / ``1000`` (spin briefly, then sleep).
+* ``active`` / ``spin10k`` / ``spin1k`` (optional): ``--omp-wait active``, and OpenMP's default
+               with ``GOMP_SPINCOUNT=10000`` / ``1000`` (spin briefly, then sleep).
 
 Competitors (``--competitor``): ``numpy`` (default) - one process, two Python threads each
 multiplying 200x200 matrices in a loop (single-threaded BLAS; the GIL is released, so two cores
 are busy); ``torch`` - one process training a ResNet-32 on random tensors with torch's default
 two OpenMP threads (another training run on the same machine).
 
-Alone and contended runs of all settings are interleaved, ``--repeats`` times; the table shows
-medians, and the ratio contended / alone per setting (fair share: 50 % on 2 cores; target
->= 40 %), plus synaug / before when alone (what the knob costs without contention).
+All runs are interleaved, ``--repeats`` times; the table shows medians, the ratio contended /
+alone per setting (fair share: 50 % on 2 cores; target >= 40 %), and every setting against
+``before`` (target for ``synaug`` alone: >= 0.95x).
 
-    .venv/bin/python benchmarks/bench_contention.py [--images 2560] [--epochs 3] [--repeats 2]
-        [--settings before synaug threads1] [--competitor numpy]
+    .venv/bin/python benchmarks/bench_contention.py [--images 2560] [--epochs 4] [--repeats 2]
+        [--settings before synaug passive] [--competitor numpy] [--late]
 
 Uses the shared CIFAR-10 JPEGs when available, else generated PNGs. Run it on an otherwise idle
-machine: other load is contention too.
+machine (processes under ``nice`` excepted, with the kernel's autogroup scheduling off:
+``/proc/sys/kernel/sched_autogroup_enabled`` = 0): other load is contention too.
 """
 from __future__ import annotations
 
@@ -104,69 +109,98 @@ def _env() -> dict:
     return env
 
 
-def _train(setting: str, manifest: Path, cfg: Path, out: Path) -> tuple[float, dict]:
+def _competitor(kind: str) -> subprocess.Popen:
+    env = _env()
+    env["OPENBLAS_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
+    code = NUMPY_COMPETITOR if kind == "numpy" else TORCH_COMPETITOR
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def _train(setting: str, manifest: Path, cfg: Path, out: Path, condition: str = "alone",
+           competitor: str = "numpy") -> tuple[float, dict]:
+    """img/s of one ``synaug train`` under ``condition`` (alone / contended / late)."""
     exe = Path(sys.executable).parent / "synaug"
     flags, extra = SETTINGS[setting]
     cmd = [str(exe), *flags, "train", "-c", str(cfg), "--train-manifest", str(manifest),
            "--out", str(out), "--no-resume"]
-    r = subprocess.run(cmd, env={**_env(), **extra}, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    comp = None
+    if condition == "contended":
+        comp = _competitor(competitor)
+        time.sleep(1.5)
+    try:
+        p = subprocess.Popen(cmd, env={**_env(), **extra}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        if condition == "late":
+            while p.poll() is None and not (out / "last.json").is_file():
+                time.sleep(0.05)   # last.json appears when epoch 1 is written
+            comp = _competitor(competitor)
+        err = p.communicate()[1]
+    finally:
+        if comp is not None:
+            comp.kill()
+            comp.wait()
+    if p.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
     hist = json.loads((out / "history.json").read_text())
     cpu = json.loads((out / "summary.json").read_text()).get("cpu", {})
-    rates = [h["img_per_s"] for h in hist[1:]] or [hist[-1]["img_per_s"]]
+    skip = 2 if condition == "late" else 1
+    rates = [h["img_per_s"] for h in hist[skip:]] or [hist[-1]["img_per_s"]]
     return statistics.mean(rates), cpu
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=2560)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--settings", nargs="+", default=["before", "synaug", "threads1"], choices=list(SETTINGS))
+    ap.add_argument("--settings", nargs="+", default=["before", "synaug", "passive"], choices=list(SETTINGS))
     ap.add_argument("--competitor", choices=["numpy", "torch"], default="numpy")
+    ap.add_argument("--late", action="store_true", help="also start the competitor after the first epoch")
     args = ap.parse_args()
+    if args.late and args.epochs < 4:
+        raise SystemExit("--late needs --epochs >= 4 (epochs 3.. are measured)")
     tmp = Path(tempfile.mkdtemp(prefix="synaug-contention-"))
     manifest, cfg = _data(tmp, args.images, args.epochs)
-    _train("synaug", manifest, cfg.parent / "train.yaml", tmp / "warm")  # decode cache, page cache
+    _train("synaug", manifest, cfg, tmp / "warm")  # decode cache, page cache
+    conds = ["alone", "contended"] + (["late"] if args.late else [])
     print(f"{os.cpu_count()} CPUs, load average before: {os.getloadavg()[0]:.2f}; {args.images} images, "
-          f"{args.epochs} epochs per run (img/s of epochs 2..), competitor: {args.competitor} (2 threads)")
-    res = {(s, c): [] for s in args.settings for c in ("alone", "contended")}
+          f"{args.epochs} epochs per run, competitor: {args.competitor} (2 threads)")
+    res = {(s, c): [] for s in args.settings for c in conds}
     cpu_info = {}
-    env = _env()
-    env["OPENBLAS_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     for r in range(args.repeats):
         for s in args.settings:
-            for c in ("alone", "contended"):
-                comp = None
-                if c == "contended":
-                    code = NUMPY_COMPETITOR if args.competitor == "numpy" else TORCH_COMPETITOR
-                    comp = subprocess.Popen([sys.executable, "-c", code], env=env)
-                    time.sleep(1.5)
-                try:
-                    v, cpu_info[s] = _train(s, manifest, cfg, tmp / f"{s}-{c}-{r}")
-                finally:
-                    if comp is not None:
-                        comp.kill()
-                        comp.wait()
+            for c in conds:
+                v, cpu_info[(s, c)] = _train(s, manifest, cfg, tmp / f"{s}-{c}-{r}", c, args.competitor)
                 res[(s, c)].append(v)
-                print(f"  round {r + 1}: {s:<9} {c:<10} {v:7.1f} img/s", flush=True)
-    print(f"\n{'setting':<10}{'threads':>8}{'wait':>9}{'alone':>10}{'contended':>11}{'ratio':>8}")
+                gov = "; ".join(cpu_info[(s, c)].get("governor_events") or [])
+                print(f"  round {r + 1}: {s:<9} {c:<10} {v:7.1f} img/s  "
+                      f"[wait {cpu_info[(s, c)].get('omp_wait_policy') or 'unset'}{'; ' + gov if gov else ''}]",
+                      flush=True)
+    _table(args, res, cpu_info, conds)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+def _table(args, res: dict, cpu_info: dict, conds: list[str]) -> None:
+    med = statistics.median
+    print(f"\n{'setting':<10}" + "".join(f"{c:>11}" for c in conds) + "".join(f"{c + '/alone':>17}" for c in conds[1:]))
     for s in args.settings:
-        a, c = statistics.median(res[(s, 'alone')]), statistics.median(res[(s, 'contended')])
-        ratio = statistics.median(x / y for x, y in zip(res[(s, 'contended')], res[(s, 'alone')]))
-        info = cpu_info.get(s, {})
-        print(f"{s:<10}{info.get('threads', '?'):>8}{str(info.get('omp_wait_policy') or 'unset'):>9}"
-              f"{a:10.1f}{c:11.1f}{100 * ratio:7.0f}%")
+        ratios = [med(x / y for x, y in zip(res[(s, c)], res[(s, "alone")])) for c in conds[1:]]
+        print(f"{s:<10}" + "".join(f"{med(res[(s, c)]):11.1f}" for c in conds) + "".join(f"{100 * q:16.0f}%" for q in ratios))
     if "before" in args.settings:
-        print("\nagainst 'before' (same run, medians of per-round ratios):")
+        print("\nagainst 'before' (torch's defaults; same run, medians of per-round ratios):")
         for s in args.settings:
             if s == "before":
                 continue
-            for c in ("alone", "contended"):
-                q = statistics.median(x / y for x, y in zip(res[(s, c)], res[("before", c)]))
+            for c in conds:
+                q = med(x / y for x, y in zip(res[(s, c)], res[("before", c)]))
                 print(f"  {s} / before, {c:<10} {q:6.2f}x")
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    if "synaug" in args.settings:
+        alone = med(x / y for x, y in zip(res[("synaug", "alone")], res[("before", "alone")])) \
+            if "before" in args.settings else None
+        cont = med(x / y for x, y in zip(res[("synaug", "contended")], res[("synaug", "alone")]))
+        print("\ntargets: synaug alone / before alone >= 0.95x: "
+              + (f"{alone:.2f}x {'met' if alone >= 0.95 else 'NOT met'}" if alone is not None else "n/a")
+              + f"; synaug contended / alone >= 40 %: {100 * cont:.0f} % {'met' if cont >= 0.40 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,30 @@
-"""Training-step throughput: our step (eager / compiled / CUDA graphs) vs pure compute vs a
-per-sample PIL DataLoader, ONE run, ratios printed.
+"""Training-step throughput: our step in fp32 / bf16, eager / compiled (/ CUDA graphs) vs pure
+compute vs a per-sample PIL DataLoader, ONE run, ratios printed.
 
 Methods (same model, batch size, Mixup + SGD step; ``ours-*`` is ``synaug.train.step.TrainStep``,
 the step ``synaug train`` runs, one epoch of ``--batches`` batches per round):
 
-* ``ours-eager``          the step run eagerly (decoded uint8 tensor in memory, gather + crop/flip +
-                          normalise + Mixup on the device, no host sync per step);
-* ``ours-compiled``       the same with ``compile: true`` (torch.compile of the forward half);
-* ``ours-graph``          (CUDA) the whole step replayed as CUDA graphs (``cuda_graph: auto``);
-* ``ours-compiled+graph`` (CUDA) both;
-* ``compute``             the limit: model step alone on pre-loaded, pre-normalised float tensors,
-                          Mixup by two tensor ops, eager; ``compute-graph`` (CUDA) the same captured
-                          as one CUDA graph (the launch-free ceiling); ``compute-bf16`` under autocast;
-* ``pil-wN``              (CPU by default) per-sample PIL decode + torchvision transforms in a
-                          DataLoader with N workers, torchvision v2 MixUp.
+* ``ours-fp32``            the step run eagerly in fp32 (the old default: ``amp: off``,
+                           ``compile: false``): decoded uint8 tensor in memory, gather + crop/flip +
+                           normalise + Mixup on the device, no host sync per step;
+* ``ours-fp32-compiled``   the same with ``compile: true`` (torch.compile of the forward half);
+* ``ours-bf16`` / ``ours-bf16-compiled``  under bf16 autocast (``amp: bf16``);
+* ``ours-graph``           (CUDA) the whole step replayed as CUDA graphs (``cuda_graph: auto``);
+* ``compute`` / ``compute-bf16``  the limit: model step alone on pre-loaded, pre-normalised
+                           tensors, Mixup by two tensor ops, eager, fp32 / bf16 autocast;
+                           ``compute-graph`` (CUDA) the same captured as one CUDA graph;
+* ``pil-wN``               per-sample PIL decode + torchvision transforms in a DataLoader with N
+                           workers, torchvision v2 MixUp (``--pil-workers``).
 
-The methods run in interleaved rounds (after one warm-up round) so that load from other
-processes hits all alike; ratios are medians of per-round ratios.
+The new defaults (``amp: auto``, ``compile: auto``) resolve per machine
+(``synaug.train.precision``); the script prints what they resolve to on this machine for a long
+run and the ratio of that method to the old default (``ours-fp32``). The methods run in
+interleaved rounds (after one warm-up round) so that load from other processes hits all alike;
+ratios are medians of per-round ratios. On a CPU without bf16 units the bf16 methods run ~12x
+slower than fp32 (reference kernels): ``--no-bf16`` leaves them out.
 
     .venv/bin/python benchmarks/bench_train.py [--device cpu|cuda] [--rounds 3] [--batches 10]
-        [--batch 128] [--compile] [--pil-workers 0 2]
+        [--batch 128] [--no-compile] [--no-bf16] [--pil-workers 0 2]
 
 Uses the shared CIFAR-10 JPEGs (32x32) when available, else generated PNGs (--toy).
 """
@@ -68,7 +73,7 @@ def _model(name, C, dev):
 class Ours:
     """synaug's step (TrainStep) in one mode; one call = one epoch of ``--batches`` batches."""
 
-    def __init__(self, manifest, args, cache, dev, cuda_graph="off", compile_=False):
+    def __init__(self, manifest, args, cache, dev, cuda_graph="off", compile_=False, amp="off"):
         from synaug.train.algorithms import DataInfo, build_algorithm
         from synaug.train.config import TrainConfig
         from synaug.train.data import ImageSet
@@ -76,7 +81,7 @@ class Ours:
         from synaug.train.step import TrainStep, choose_mode
 
         self.cfg = TrainConfig.model_validate({
-            "batch_size": args.batch, "progress": False, "cuda_graph": cuda_graph, "compile": compile_,
+            "batch_size": args.batch, "progress": False, "cuda_graph": cuda_graph, "compile": compile_, "amp": amp,
             "data": {"cache_dir": str(cache), "mode": "memory"}, "model": {"name": args.model}})
         self.dev = dev
         t0 = time.perf_counter()
@@ -87,8 +92,9 @@ class Ours:
         info = DataInfo(manifest.df["label"].to_numpy(), manifest.df["group"].to_numpy(), C, 0, 1)
         algo = build_algorithm(self.cfg.algorithm, info, dev)
         opt = build_optimizer(self.model.parameters(), self.cfg.optim)
-        mode, _ = choose_mode(self.cfg, dev, 1, algo)
-        self.step = TrainStep(self.model, self.model, opt, algo, self.images, self.cfg, dev, None, mode)
+        mode, _ = choose_mode(self.cfg, dev, 1, algo, amp)
+        self.step = TrainStep(self.model, self.model, opt, algo, self.images, self.cfg, dev, None, mode,
+                              amp=amp, compile_=compile_)
         self.step.set_optimizer(opt)
         self.epoch = 0
         t0 = time.perf_counter()
@@ -211,36 +217,45 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", default="resnet32")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--pil-workers", type=int, nargs="*", default=None, help="default: 0 2 on CPU, none on CUDA")
-    ap.add_argument("--compile", action="store_true", help="also time compile: true (cold start: CPU 30-60 s)")
+    ap.add_argument("--pil-workers", type=int, nargs="*", default=[], help="PIL DataLoader references (e.g. 0 2)")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the compiled methods (cold start 20-60 s each)")
+    ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 methods")
     ap.add_argument("--toy", action="store_true", help="generated PNGs instead of CIFAR-10")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from synaug.train.precision import resolve_amp, resolve_compile
+
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    workers = args.pil_workers if args.pil_workers is not None else ([] if cuda else [0, 2])
     tmp = Path(tempfile.mkdtemp(prefix="synaug-bench-"))
     manifest, kind = _images(args.batches * args.batch, args.toy, tmp)
     C = manifest.num_classes
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    amp, amp_why = resolve_amp("auto", dev)
+    comp, comp_why = resolve_compile("auto", dev, 10 ** 6)
+    default = f"ours-{'bf16' if amp == 'bf16' else 'fp32'}{'-compiled' if comp else ''}"
     print(f"torch {torch.__version__}, {name}, {args.model}, batch {args.batch}, {len(manifest)} {kind} images "
-          f"per round, fp32, {args.rounds} rounds + 1 warm-up")
-    train = {"ours-eager": Ours(manifest, args, tmp / "cache", dev)}
+          f"per round, {args.rounds} rounds + 1 warm-up")
+    print(f"new defaults on this machine, long run: {amp_why}; {comp_why} -> {default}")
+    precisions = ["off"] + ([] if args.no_bf16 else ["bf16"])
+    train = {}
+    for prec in precisions:
+        tag = "fp32" if prec == "off" else prec
+        train[f"ours-{tag}"] = Ours(manifest, args, tmp / "cache", dev, amp=prec)
+        if not args.no_compile:
+            train[f"ours-{tag}-compiled"] = Ours(manifest, args, tmp / "cache", dev, compile_=True, amp=prec)
     if cuda:
-        train["ours-graph"] = Ours(manifest, args, tmp / "cache", dev, cuda_graph="on")
-    if args.compile:
-        train["ours-compiled"] = Ours(manifest, args, tmp / "cache", dev, compile_=True)
-        if cuda:
-            train["ours-compiled+graph"] = Ours(manifest, args, tmp / "cache", dev, cuda_graph="on", compile_=True)
+        train["ours-graph"] = Ours(manifest, args, tmp / "cache", dev, cuda_graph="on", amp=amp)
     train["compute"] = Compute(args, C, dev)
     if cuda:
         train["compute-graph"] = Compute(args, C, dev, graph=True)
-    train["compute-bf16"] = Compute(args, C, dev, bf16=True)
-    for w in workers:
+    if not args.no_bf16:
+        train["compute-bf16"] = Compute(args, C, dev, bf16=True)
+    for w in args.pil_workers:
         train[f"pil-w{w}"] = PIL(manifest, args, w, dev)
     for k, v in train.items():
-        if isinstance(v, Ours) and k != "ours-eager":
+        if isinstance(v, Ours):
             print(f"{k}: first epoch (compile / warm-up / captures) {v.first_s:.1f} s")
     runs = {k: [] for k in train}
     for r in range(args.rounds + 1):
@@ -248,7 +263,7 @@ def main() -> None:
             v = fn()
             if r:
                 runs[k].append(v)
-    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-eager'].decode_s:.2f} s")
+    print(f"decode {len(manifest)} images to a uint8 tensor: {train['ours-fp32'].decode_s:.2f} s")
     for k, v in train.items():
         if isinstance(v, Ours) and v.step.captures:
             print(f"{k}: {v.step.captures} CUDA-graph captures in {v.epoch} epochs, {v.step.capture_s:.2f} s "
@@ -263,19 +278,22 @@ def main() -> None:
 
     print("\nratios (median of per-round ratios):")
     lines = []
+    if default in train and default != "ours-fp32":
+        lines.append((f"new default ({default}) / old default (ours-fp32)", ratio(default, "ours-fp32"), "x"))
     for k in train:
-        if k.startswith("ours-") and k != "ours-eager":
-            lines.append((f"{k} / ours-eager", ratio(k, "ours-eager"), "x"))
+        if k.startswith("ours-") and k != "ours-fp32":
+            lines.append((f"{k} / ours-fp32", ratio(k, "ours-fp32"), "x"))
     ceiling = "compute-graph" if cuda else "compute"
     for k in train:
         if k.startswith("ours-"):
             lines.append((f"{k} / {ceiling} (share of the limit)", ratio(k, ceiling), ""))
     if cuda:
         lines.append(("compute-graph / compute (launch overhead)", ratio("compute-graph", "compute"), "x"))
-    lines.append(("compute-bf16 / compute", ratio("compute-bf16", "compute"), "x"))
+    if "compute-bf16" in train:
+        lines.append(("compute-bf16 / compute", ratio("compute-bf16", "compute"), "x"))
     for k in train:
         if k.startswith("pil"):
-            lines.append((f"ours-eager / {k}", ratio("ours-eager", k), "x"))
+            lines.append((f"ours-fp32 / {k}", ratio("ours-fp32", k), "x"))
     for label, v, unit in lines:
         print(f"  {label:<48}{v:7.2f}{unit}")
 

@@ -6,7 +6,7 @@ Every run is ``synaug.run.run`` on a config built from ``configs/*-cpu.yaml`` (t
 scale is exactly those files; ``tiny`` shrinks them to a smoke test), so each run is cached,
 resumable after a kill, and writes its own report under ``--out``.
 
-    .venv/bin/python benchmarks/reproduce_cpu.py --scale small --seeds 0 1 2
+    .venv/bin/python benchmarks/reproduce_cpu.py --scale small     # each experiment's own seeds
     .venv/bin/python benchmarks/reproduce_cpu.py --scale tiny --seeds 0 --only fig5 probe \\
         --out /tmp/rep --results /tmp/rep/results.md
 
@@ -25,10 +25,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SEEDS = (0, 1, 2)
 
 
-def write_results(path: Path, sections: dict, setups: list[str], scale: str, seeds: list[int], times: dict,
-                  total: float, argv: list[str], out: Path) -> None:
+def _seed_summary(seeds: dict[str, list[int]]) -> str:
+    by: dict[tuple, list[str]] = {}
+    for name, ss in seeds.items():
+        by.setdefault(tuple(ss), []).append(name)
+    if len(by) == 1:
+        return ", ".join(map(str, next(iter(by))))
+    return "; ".join(f"{', '.join(map(str, ss))} for {', '.join(names)}" for ss, names in by.items())
+
+
+def write_results(path: Path, sections: dict, setups: list[str], scale: str, seeds: dict[str, list[int]],
+                  times: dict, total: float, argv: list[str], out: Path) -> None:
     import torch
 
     from synaug.experiments import experiment
@@ -45,7 +55,8 @@ def write_results(path: Path, sections: dict, setups: list[str], scale: str, see
         f"`python benchmarks/reproduce_cpu.py {' '.join(argv)}`", "",
         f"- Date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; commit {commit}; scale **{scale}**"
         + (" (a smoke test: 1 epoch, a few hundred images — the numbers mean nothing)" if scale == "tiny" else "")
-        + f"; seeds {', '.join(map(str, seeds))} (mean ± sample std over seeds).",
+        + f"; seeds {_seed_summary(seeds)} (mean ± sample std over seeds; paired across the rows of an "
+        "experiment: the same long-tailed and synthetic draw per seed).",
         f"- Machine: {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}. Total wall time of this invocation: {total / 60:.1f} min "
         "(runs cached by an earlier invocation count only their cache check here; per-experiment times below are "
@@ -62,7 +73,7 @@ def write_results(path: Path, sections: dict, setups: list[str], scale: str, see
         "## Setup", "", *setups, ""]
     for name, body in sections.items():
         lines += [f"## {experiment(name).TITLE}", "", *body, "",
-                  f"Wall time: {times[name]:.0f} s for {len(seeds)} seed(s) ({times[name] / 60:.1f} min; runs shared "
+                  f"Wall time: {times[name]:.0f} s for {len(seeds[name])} seed(s) ({times[name] / 60:.1f} min; runs shared "
                   "with another experiment are counted in each).", ""]
     lines += ["## Where the runs are", "",
               f"Each run folder (config, manifests, checkpoints, metrics, report.html) is under "
@@ -79,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds of every experiment (default: each experiment's own, SEEDS in its module, "
+                        "else 0 1 2)")
     p.add_argument("--scale", choices=SCALES, default="small")
     p.add_argument("--only", nargs="+", default=None, metavar="EXP",
                    help=f"experiments to run: {', '.join(EXPERIMENTS)} (aliases: {', '.join(ALIASES)}); "
@@ -99,18 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     mods = {name: experiment(name) for name in EXPERIMENTS + OPTIONAL if name in only}
     specs = run_specs(args.scale, tuple(mods))
     reuse = {k: v for m in mods.values() for k, v in getattr(m, "REUSE", {}).items() if k in specs}
-    runners = [Runner(out, args.scale, s, specs, reuse) for s in args.seeds]
-    ctx = Context(args.scale, list(args.seeds), results.parent, specs)
-    sections, times, setups = {}, {}, []
+    runner_of: dict[int, Runner] = {}   # one per seed, shared by the experiments that use it
+    sections, times, setups, seeds_of = {}, {}, [], {}
     for name, mod in mods.items():
         print(f"\n##### {name}", flush=True)
+        seeds_of[name] = list(args.seeds if args.seeds is not None else getattr(mod, "SEEDS", DEFAULT_SEEDS))
+        runners = [runner_of.setdefault(s, Runner(out, args.scale, s, specs, reuse)) for s in seeds_of[name]]
+        ctx = Context(args.scale, seeds_of[name], results.parent, specs)
         for line in (mod.setup(args.scale) if hasattr(mod, "setup") else []):
             if line not in setups:
                 setups.append(line)
         sections[name], extra = mod.analyse(runners, ctx)
         times[name] = extra + sum(r.seconds(n) for r in runners for n in dict.fromkeys(mod.runs(args.scale)))
     total = time.perf_counter() - t_start
-    write_results(results, sections, setups, args.scale, args.seeds, times, total, argv, out)
+    write_results(results, sections, setups, args.scale, seeds_of, times, total, argv, out)
     print(f"\nwrote {results} ({total / 60:.1f} min)")
     return 0
 

@@ -8,6 +8,9 @@ import os
 # convolutions 10-20x. Set before torch is imported anywhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# amp: auto resolves to fp32 in every test (and CLI subprocess) on every CPU, so the suite's
+# numerical tolerances hold on bf16 CPUs too; tests/test_precision.py checks the probe itself.
+os.environ.setdefault("SYNAUG_CPU_BF16", "0")
 
 from pathlib import Path
 

@@ -12,21 +12,24 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synaug import threads
 from synaug.errors import SynaugError
 from synaug.threads import configure
 
 
-def test_configure_sets_the_environment_openmp_reads():
+def test_configure_sets_the_environment_openmp_reads(monkeypatch):
+    monkeypatch.setattr(threads, "busy_cores", lambda seconds=threads.PROBE_S: 0.0)
     env = {}
-    assert configure(None, None, env)["omp_wait_policy"] == "PASSIVE"      # the default
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}                          # thread count left to torch
+    out = configure(None, None, env)
+    assert env == {} and out["omp_wait_policy"] is None                  # idle machine: OpenMP's spin
+    assert "idle at start" in out["omp_wait_reason"] and out["adaptive"] is True
     env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    configure("auto", "auto", env)
-    assert env["OMP_WAIT_POLICY"] == "ACTIVE"                              # the user's own setting wins
+    out = configure("auto", "auto", env)
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and out["adaptive"] is False  # the user's own setting wins
     env = {"SYNAUG_THREADS": "3", "SYNAUG_OMP_WAIT": "active"}
     out = configure(None, None, env)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3" and env["OMP_WAIT_POLICY"] == "ACTIVE"
-    assert out["threads"] == 3
+    assert out["threads"] == 3 and out["adaptive"] is False
     env = {"SYNAUG_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
     configure("1", "unset", env)                                           # flags beat the environment
     assert env["OMP_NUM_THREADS"] == "1" and "OMP_WAIT_POLICY" not in env
@@ -35,6 +38,101 @@ def test_configure_sets_the_environment_openmp_reads():
             configure(bad, None, {})
     with pytest.raises(SynaugError, match="wait policy 'spin'"):
         configure(None, "spin", {})
+
+
+def test_a_blip_at_start_is_not_a_competitor(monkeypatch):
+    readings = [1.2, 0.1]
+    monkeypatch.setattr(threads, "busy_cores", lambda seconds=threads.PROBE_S: readings.pop(0))
+    monkeypatch.setattr(threads, "_cpu_count", lambda: 2)
+    env = {}
+    assert configure(None, None, env)["omp_wait_policy"] is None and not readings
+
+
+@pytest.mark.parametrize("busy,policy,reason", [
+    (0.1, None, "idle at start (0.10 cores busy"),
+    (0.5, "PASSIVE", "0.50 cores busy with other processes at start"),
+    (1.9, "PASSIVE", "1.90 cores busy"),
+    (None, "PASSIVE", "load unknown"),
+])
+def test_auto_decides_the_wait_policy_from_the_load_at_start(monkeypatch, busy, policy, reason):
+    calls = []
+    monkeypatch.setattr(threads, "busy_cores", lambda seconds=threads.PROBE_S: calls.append(seconds) or busy)
+    monkeypatch.setattr(threads, "_cpu_count", lambda: 2)
+    env = {}
+    out = configure(None, None, env)
+    # a busy first window is confirmed by a second one (a blip is not a competitor)
+    assert env.get("OMP_WAIT_POLICY") == policy and reason in out["omp_wait_reason"]
+    assert len(calls) == (2 if busy is not None and busy >= threads.BUSY_CORES else 1)
+    calls.clear()
+    assert out["adaptive"] is (policy is None)       # the governor watches a spinning team only
+    # nothing to decide: one thread never waits at a barrier; a command without parallel work
+    for env, probe in (({"OMP_NUM_THREADS": "1"}, True), ({}, False)):
+        out = configure(None, None, env, probe=probe)
+        assert "OMP_WAIT_POLICY" not in env and not calls and out["adaptive"] is False
+
+
+def test_load_meter_counts_other_processes_not_our_own_work(monkeypatch):
+    clock = {"t": 0.0, "busy": 1000, "niced": 5000, "own": 300}
+    monkeypatch.setattr(threads, "_proc_stat", lambda: (clock["busy"], clock["busy"] + clock["niced"]))
+    monkeypatch.setattr(threads, "_own_ticks", lambda: clock["own"])
+    monkeypatch.setattr("time.monotonic", lambda: clock["t"])
+    monkeypatch.setattr(os, "nice", lambda inc: 0)
+    m = threads.LoadMeter()
+    m.hz = 100
+    # 2 s: 300 busy ticks on the machine, 180 of them ours, niced processes 400 ticks
+    clock.update(t=2.0, busy=1300, niced=5400, own=480)
+    assert m.read() == pytest.approx((300 - 180) / 100 / 2.0)       # 0.6 cores of others
+    clock.update(t=3.0, busy=1400, own=580)                          # all of it ours
+    assert m.read() == 0.0
+    monkeypatch.setattr(os, "nice", lambda inc: 5)                  # we run niced: niced peers count
+    m = threads.LoadMeter()
+    m.hz = 100
+    clock.update(t=4.0, busy=1450, niced=5550, own=600)
+    assert m.read() == pytest.approx((50 + 150 - 20) / 100)
+
+
+def test_own_ticks_include_our_children():
+    import time
+
+    t0, busy = threads._own_ticks(), subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"])
+    try:
+        time.sleep(0.9)
+        hz = os.sysconf("SC_CLK_TCK")
+        assert threads._own_ticks() - t0 >= 0.3 * hz     # the busy child's CPU time is ours
+    finally:
+        busy.wait()
+
+
+class FakeMeter:
+    available = True
+
+    def __init__(self, loads):
+        self.loads = list(loads)
+
+    def read(self):
+        return self.loads.pop(0)
+
+
+def test_governor_drops_to_one_thread_under_contention_and_comes_back():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gov = threads.ThreadGovernor(enabled=True, meter=FakeMeter([0.1, 0.9, 0.4, 0.2, 0.3, 1.5]))
+        seen = []
+        for _ in range(6):
+            gov.check()
+            seen.append(torch.get_num_threads())
+        # 0.1 idle: stay; 0.9 busy: 1 thread; 0.4 (between the marks): stay; 0.2 idle: back to 2; ...
+        assert seen == [2, 1, 1, 2, 2, 1]
+        assert len(gov.events) == 3 and "0.90 cores busy" in gov.events[0]
+        assert gov.summary() == {"governor": True, "governor_events": gov.events}
+        off = threads.ThreadGovernor(enabled=False, meter=FakeMeter([1.5]))
+        assert off.check() is None and torch.get_num_threads() == 1 and off.summary()["governor"] is False
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +160,22 @@ def _train(d: Path, out: str, *flags, env_extra=None):
 
 def test_cli_flags_are_applied_before_torch_starts(tiny_train):
     cpu = _train(tiny_train, "flags", "--threads", "1", "--omp-wait", "active")
-    assert cpu == {"threads": 1, "omp_wait_policy": "ACTIVE", "configured_before_torch": True}
+    assert cpu == {"threads": 1, "omp_wait_policy": "ACTIVE", "omp_wait_reason": "--omp-wait active",
+                   "configured_before_torch": True, "governor": False, "governor_events": []}
 
 
 def test_environment_knob_and_default(tiny_train):
     cpu = _train(tiny_train, "env", env_extra={"SYNAUG_THREADS": "1", "SYNAUG_OMP_WAIT": "passive"})
-    assert cpu == {"threads": 1, "omp_wait_policy": "PASSIVE", "configured_before_torch": True}
+    assert cpu["threads"] == 1 and cpu["omp_wait_policy"] == "PASSIVE" and cpu["configured_before_torch"]
     cpu = _train(tiny_train, "default")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     torch_default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
                                    env=env, capture_output=True, text=True).stdout.strip()
-    assert cpu["omp_wait_policy"] == "PASSIVE" and cpu["threads"] == int(torch_default)  # torch's own choice
+    assert cpu["threads"] == int(torch_default)      # torch's own choice
+    # the default decided from the load at start (the suite's other worker may be busy or not)
+    if cpu["threads"] > 1:
+        assert (cpu["omp_wait_policy"], "idle at start" in cpu["omp_wait_reason"]) in {("PASSIVE", False), (None, True)}
+        assert cpu["governor"] is (cpu["omp_wait_policy"] is None)
 
 
 def test_bad_knob_is_a_one_line_error(tiny_train):

@@ -27,6 +27,9 @@ COMMAND_MODULES = [
 ]
 
 
+# commands that run parallel CPU work: only they sample the load for the OpenMP wait policy
+_PARALLEL_COMMANDS = {"train", "finetune", "evaluate", "run", "demo", "generate", "fit"}
+
 # OS errors the user fixes (free space, quota, permissions, a path that is not there or not
 # what it should be): one line, exit 2, no traceback
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
@@ -106,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before any command module is imported: some import torch, which starts OpenMP
         from .threads import configure
 
-        configure(opts.get("threads"), opts.get("omp_wait"))
+        command = argv[pos] if pos < len(argv) else None
+        probe = command in _PARALLEL_COMMANDS and not {"-h", "--help"} & set(argv)
+        configure(opts.get("threads"), opts.get("omp_wait"), probe=probe)
     except SynaugError as e:
         print(f"synaug: error: {e}", file=sys.stderr)
         return 2

@@ -316,7 +316,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         raise SynaugError("data has no test split to evaluate on")
     ev = dict(train_counts=real_counts, train_group_counts=real_cells,
               counts_source="real train rows before uniformization", device=cfg.eval.device,
-              data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last)
+              data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last,
+              amp=cfg.train.amp)
     results = {}
     k_eval = fingerprint(k_train, "eval", dump(cfg.eval))
     st.run("eval-train", k_eval, [run_dir / "eval/train/metrics.json"],

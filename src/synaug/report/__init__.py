@@ -100,6 +100,27 @@ def _per_class(summary: dict) -> dict[str, float]:
             for k, v in summary["results"][summary["final"]]["per_class"].items()}
 
 
+def _how_trained(path: Path) -> list[str]:
+    """Precision, compilation and CPU threading of the training run, with the reasons."""
+    try:
+        t = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    out = []
+    if "amp" in t:
+        out.append(f"Training precision: {t['amp']['used']} ({t['amp']['why']}).")
+    step = t.get("step") or {}
+    if step.get("compile_why"):
+        out.append(f"Training step: {step.get('mode', 'eager')}; {step['compile_why']}.")
+    cpu = t.get("cpu") or {}
+    if str(t.get("device", "")).startswith("cpu") and cpu:
+        gov = "; ".join(cpu.get("governor_events") or []) or "no change"
+        out.append(f"CPU: {cpu.get('threads')} threads, OpenMP wait {cpu.get('omp_wait_policy') or 'default (spin)'} "
+                   f"({cpu.get('omp_wait_reason') or 'not chosen by synaug'}); thread governor: "
+                   f"{gov if cpu.get('governor') else 'off'}.")
+    return out
+
+
 def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` for one finished run."""
     run_dir = Path(run_dir)
@@ -155,6 +176,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
              "Many/medium/few buckets use the real training counts before uniformization "
              "(>100 / 20-100 / <20). The test split was used only for this evaluation.",
              f"Stage wall times (this invocation): {timing or 'all stages cached'}."]
+    intro += _how_trained(run_dir / "train" / "summary.json")
     md = ["# synaug report: " + summary["name"], "", *[f"- {x}" for x in intro], "",
           "## Test metrics (%)", "", _md_table(header, rows), ""]
     from .selection import selection_section

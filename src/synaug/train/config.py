@@ -233,9 +233,13 @@ class TrainConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     channels_last: bool = True           # fastest on this CPU and on GPUs
-    compile: bool | Literal["default", "max-autotune"] = False  # torch.compile the step's forward (cold start)
+    # torch.compile the step's forward; auto: on for runs long enough to repay the cold start
+    # where a toolchain exists (synaug.train.precision.resolve_compile)
+    compile: bool | Literal["auto", "default", "max-autotune"] = "auto"
     cuda_graph: Literal["auto", "on", "off"] = "auto"  # whole step as CUDA graphs (auto: on where possible)
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    # auto: bf16 where the device has native bf16 units (AMX / AVX512-BF16 CPUs, CUDA >= 8.0), else fp32;
+    # bf16-emulated: bf16 numerics with fp32 kernels, to check accuracy without bf16 units (slower)
+    amp: Literal["auto", "off", "bf16", "fp16", "bf16-emulated"] = "auto"
     select_metric: Literal["top1", "mean_class", "worst_group"] = "top1"  # on the val split
     eval_every: int = Field(1, ge=1)     # validation every N epochs (and at the last)
     keep_checkpoints: int = Field(1, ge=1)
@@ -298,6 +302,7 @@ class FinetuneConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     device: str = "auto"
     channels_last: bool = True
+    amp: Literal["auto", "off", "bf16", "bf16-emulated"] = "auto"  # feature extraction (head fit in fp32)
     progress: bool = True
 
     @model_serializer(mode="wrap")

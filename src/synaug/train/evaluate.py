@@ -18,6 +18,7 @@ from ..manifest import Manifest
 from .. import metrics as M
 from .config import AugmentConfig, DataConfig
 from .data import ImageSet
+from .precision import autocast, resolve_amp
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -36,18 +37,21 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, images: ImageSet, batch_size: int = 512,
-                   features: bool = False) -> torch.Tensor:
-    """Logits (or encoder features) of every row of ``images``, in row order, on the CPU.
+                   features: bool = False, amp: str = "off") -> torch.Tensor:
+    """Logits (or encoder features) of every row of ``images``, in row order, on the CPU (fp32).
 
-    Runs in eval mode under ``torch.inference_mode``; the model's train/eval state is restored.
+    Runs in eval mode under ``torch.inference_mode`` (and autocast for ``amp`` ``auto`` / ``bf16``
+    / ``fp16``, see :mod:`synaug.train.precision`); the model's train/eval state is restored.
     """
     was_training = model.training
     model.eval()
     order = torch.arange(len(images))
     out = []
     fn = model.features if features else model
+    prec = resolve_amp(amp, images.device)[0]
     for batch in images.batches(order, batch_size, None, torch.Generator()):
-        out.append(fn(batch.x).float().cpu())
+        with autocast(prec, images.device):
+            out.append(fn(batch.x).float().cpu())
     model.train(was_training)
     return torch.cat(out)
 
@@ -161,7 +165,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, 
 def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_dir=None,
              train_group_counts=None, *, counts_source: str = "given", data: Optional[DataConfig] = None,
              augment: Optional[AugmentConfig] = None, device="auto", channels_last: bool = True,
-             purpose: str = "evaluation") -> dict:
+             purpose: str = "evaluation", amp: str = "auto") -> dict:
     """Evaluate ``model`` on every row of ``manifest``.
 
     Parameters
@@ -182,6 +186,8 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
         How images are decoded (size, cache) and normalised (mean/std of training).
     purpose : str
         "evaluation" (any split) or "model selection" (test rows refused).
+    amp : {"auto", "off", "bf16", "fp16"}
+        Precision of the forward passes (:func:`synaug.train.precision.resolve_amp`).
 
     Returns
     -------
@@ -200,7 +206,7 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    logits = predict_logits(model, images, data.eval_batch_size)
+    logits = predict_logits(model, images, data.eval_batch_size, amp=amp)
     y_pred = logits.argmax(1).numpy()
     y_true = manifest.df["label"].to_numpy()
     groups = manifest.df["group"].to_numpy()

@@ -31,6 +31,7 @@ from . import checkpoint as ckpt
 from .config import AugmentConfig, FinetuneConfig
 from .data import ImageSet, refuse_test_rows
 from .evaluate import cell_ids, predict_logits, resolve_device
+from .precision import autocast, resolve_amp
 from .loop import seed_for
 
 
@@ -109,20 +110,23 @@ def extract_features(model: Classifier, manifest: Manifest, cfg: FinetuneConfig,
     """Frozen-encoder features of every row (plus ``views`` augmented copies), and labels."""
     aug = cfg.augment
     images = ImageSet(manifest, cfg.data, "fine-tuning", device, cfg.channels_last, aug.mean, aug.std)
-    feats = [predict_logits(model, images, cfg.data.eval_batch_size, features=True)]
+    feats = [predict_logits(model, images, cfg.data.eval_batch_size, features=True, amp=cfg.amp)]
     labels = [images.labels]
     for v in range(views):
         gen = torch.Generator().manual_seed(seed_for(seed, v, 7))
-        feats.append(_augmented_features(model, images, aug, gen, cfg.data.eval_batch_size))
+        feats.append(_augmented_features(model, images, aug, gen, cfg.data.eval_batch_size, cfg.amp))
         labels.append(images.labels)
     return torch.cat(feats), torch.cat(labels)
 
 
 @torch.inference_mode()
-def _augmented_features(model, images: ImageSet, aug: AugmentConfig, gen, bs) -> torch.Tensor:
+def _augmented_features(model, images: ImageSet, aug: AugmentConfig, gen, bs, amp: str = "off") -> torch.Tensor:
     model.eval()
-    out = [model.features(b.x).float().cpu()
-           for b in images.batches(torch.arange(len(images)), bs, aug, gen)]
+    prec = resolve_amp(amp, images.device)[0]
+    out = []
+    for b in images.batches(torch.arange(len(images)), bs, aug, gen):
+        with autocast(prec, images.device):
+            out.append(model.features(b.x).float().cpu())
     return torch.cat(out)
 
 

@@ -23,7 +23,7 @@ from ..config import dump, save_resolved
 from ..errors import SynaugError
 from ..io import write_json_atomic
 from ..manifest import Manifest
-from ..threads import describe as describe_threads
+from ..threads import ThreadGovernor, describe as describe_threads
 from ..models import Classifier, create_model
 from . import checkpoint as ckpt
 from . import distributed as ddp
@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .data import ImageSet, epoch_order, refuse_test_rows, split_batches
 from .evaluate import cell_ids, predict_logits, resolve_device
 from .optim import build_optimizer, lr_at, set_lr
+from .precision import resolve_amp, resolve_compile
 from .step import TrainStep, choose_mode
 from . import synthetic as syn
 
@@ -249,8 +250,14 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
         (out_dir / "last.json").unlink(missing_ok=True)  # --no-resume: never point at an old run
         save_resolved(cfg, out_dir / "config.yaml")
 
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
-    mode, mode_why = choose_mode(cfg, device, world, algo)
+    amp, amp_why = resolve_amp(cfg.amp, device)
+    steps_left = (len(train_m) // (cfg.batch_size * world)) * (total_epochs - start)
+    compiled, compile_why = resolve_compile(cfg.compile, device, steps_left)
+    if amp == "bf16-emulated" and compiled:
+        compiled, compile_why = False, "compile: off: amp bf16-emulated runs eagerly (a dispatch mode)"
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    mode, mode_why = choose_mode(cfg, device, world, algo, amp)
+    governor = ThreadGovernor() if device.type == "cpu" else None
     step: Optional[TrainStep] = None
     for epoch in range(start, total_epochs):
         ph = phase(epoch)
@@ -260,7 +267,8 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             net = _prepare(model, ph, device)
             algo.start_phase(model, ph)
             if step is None:
-                step = TrainStep(net, model, optimizer, algo, train_set, cfg, device, scaler, mode)
+                step = TrainStep(net, model, optimizer, algo, train_set, cfg, device, scaler, mode,
+                                 amp=amp, compile_=compiled)
                 step.mode_why = mode_why
             step.net = net
             step.set_optimizer(optimizer)
@@ -271,12 +279,15 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
         algo.after_epoch(model, epoch)
         row["lr"] = lr
         row["phase"] = ph
+        if governor is not None:
+            row["threads"] = torch.get_num_threads()
+            governor.check(log=tqdm_write if cfg.progress and rank == 0 else None)
         # model selection on the validation split (rank 0 evaluates, all ranks agree)
         if val_set is not None or (val_m is not None and world > 1):
             if (epoch + 1) % cfg.eval_every == 0 or epoch == total_epochs - 1:
                 value = None
                 if rank == 0:
-                    logits = predict_logits(model, val_set, cfg.data.eval_batch_size)
+                    logits = predict_logits(model, val_set, cfg.data.eval_batch_size, amp=amp)
                     value = _select_value(cfg.select_metric, logits, val_m)
                     row["val_top1"] = _select_value("top1", logits, val_m)
                     row[f"val_{cfg.select_metric}"] = value
@@ -316,9 +327,12 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
             **({"synthetic": {**dump(cfg.synthetic), "color_match_stats": color}} if cfg.synthetic.active else {}),
             "step": {"mode": step.mode if step else mode, "why": step.mode_why if step else mode_why,
-                     "compile": cfg.compile, "graph_captures": step.captures if step else 0,
+                     "compile": step.compiled if step else compiled,
+                     "compile_why": (step.compile_why or compile_why) if step else compile_why,
+                     "graph_captures": step.captures if step else 0,
                      "graph_capture_s": round(step.capture_s, 3) if step else 0.0},
-            "cpu": describe_threads()})
+            "amp": {"requested": cfg.amp, "used": amp, "why": amp_why},
+            "cpu": {**describe_threads(), **(governor.summary() if governor is not None else {})}})
     ddp.barrier()
     final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
     return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)
@@ -383,6 +397,12 @@ def _color_match(train_set: ImageSet, train_m: Manifest, cfg: TrainConfig) -> Op
                           "streamed (set train.data.mode: memory)")
     return syn.color_match_(train_set.images, train_set.synthetic.numpy() > 0, train_m.df["label"].to_numpy(),
                             mode, cfg.synthetic.color_match_min_real)
+
+
+def tqdm_write(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg)
 
 
 def _log_epoch(row: dict, total: int) -> None:

@@ -40,6 +40,7 @@ the same kernels, compiled ones fuse them (tests/test_train_step.py states the t
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from ..errors import SynaugError
 from .config import MixConfig, TrainConfig
 from .data import crop_flip_at
+from .precision import autocast, resolve_amp
 from .synthetic import SyntheticRows, weighted_mean
 
 #: batch kinds in a mix plan
@@ -165,8 +167,11 @@ def graph_safe(algo) -> bool:
     return type(algo).state_dict is Algorithm.state_dict and type(algo).load_state_dict is Algorithm.load_state_dict
 
 
-def choose_mode(cfg: TrainConfig, device: torch.device, world: int, algo) -> tuple[str, str]:
-    """``("graph" | "eager", why)`` from ``cfg.cuda_graph`` and what the run allows."""
+def choose_mode(cfg: TrainConfig, device: torch.device, world: int, algo,
+                amp: Optional[str] = None) -> tuple[str, str]:
+    """``("graph" | "eager", why)`` from ``cfg.cuda_graph`` and what the run allows (``amp``: the
+    resolved precision, default ``cfg.amp``)."""
+    amp = cfg.amp if amp is None else amp
     if cfg.cuda_graph == "off":
         return "eager", "cuda_graph: off"
     why = []
@@ -174,7 +179,7 @@ def choose_mode(cfg: TrainConfig, device: torch.device, world: int, algo) -> tup
         why.append(f"device {device.type} (CUDA graphs need a CUDA device)")
     if world > 1:
         why.append("multi-process (DDP) training")
-    if cfg.amp == "fp16":
+    if amp == "fp16":
         why.append("amp fp16 (its GradScaler reads an overflow flag every step; use amp: bf16)")
     if not graph_safe(algo):
         why.append(f"algorithm {algo.name} keeps per-step state outside the graph")
@@ -246,8 +251,12 @@ class TrainStep:
     """
 
     def __init__(self, net, model, optimizer, algo, images, cfg: TrainConfig, device, scaler=None,
-                 mode: str = "eager", capture=None):
+                 mode: str = "eager", capture=None, amp: Optional[str] = None, compile_=None):
         self.net, self.model, self.optimizer, self.algo = net, model, optimizer, algo
+        # resolved precision / compilation (the loop resolves cfg's "auto"; default: as configured)
+        self.amp = amp if amp is not None else resolve_amp(cfg.amp, device)[0]
+        self.compiled = compile_ if compile_ is not None else (cfg.compile if cfg.compile != "auto" else False)
+        self.compile_why = ""                          # set when an automatic compile falls back
         self.images, self.cfg, self.device, self.scaler = images, cfg, device, scaler
         self.mode = mode
         self.mode_why = ""                             # set by the loop / a failed capture
@@ -266,8 +275,8 @@ class TrainStep:
         self.captures = 0                          # graphs captured (reported by benchmarks)
         self.capture_s = 0.0                       # ... and the host time they took
         fwd = self._forward
-        if cfg.compile:
-            mode_ = None if cfg.compile in (True, "default") else (
+        if self.compiled:
+            mode_ = None if self.compiled in (True, "default") else (
                 "max-autotune-no-cudagraphs" if mode == "graph" else "max-autotune")
             import torch._dynamo as dynamo
 
@@ -330,17 +339,29 @@ class TrainStep:
                 self.syn.weights(s))
 
     def _logits(self, x):
-        if self.cfg.amp == "off":
-            return self.net(x)
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         # graphs need autocast's weight-cast cache off (PyTorch CUDA-graph notes)
-        with torch.autocast(self.device.type, dtype=dtype, cache_enabled=self.mode != "graph"):
+        with autocast(self.amp, self.device, cache_enabled=self.mode != "graph"):
             return self.net(x)
+
+    def _forward_any(self, group: str, mixed: bool):
+        """The (compiled) forward; a failed automatic compile goes on eagerly with a warning."""
+        if self._fwd is self._forward or self.cfg.compile != "auto":
+            return self._fwd(group, mixed)
+        try:
+            return self._fwd(group, mixed)
+        except Exception as e:  # inductor / dynamo errors have many types
+            import warnings
+
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            warnings.warn(f"torch.compile of the training step failed ({first}); continuing eagerly")
+            self._fwd, self.compiled = self._forward, False
+            self.compile_why = f"compile: auto -> off: compilation failed ({first})"
+            return self._fwd(group, mixed)
 
     def _step(self, group: str, mixed: bool) -> None:
         epoch = self._epoch
         self.syn.bind(self._tables[group].b, self.device)
-        logits, targets, gm, w = self._fwd(group, mixed)
+        logits, targets, gm, w = self._forward_any(group, mixed)
         if w is None:
             loss = self.algo.loss(logits.float(), targets, gm, epoch)
         else:  # train.synthetic.loss_weight: weighted mean of the per-row losses
@@ -351,7 +372,8 @@ class TrainStep:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            with autocast(self.amp, self.device) if self.amp == "bf16-emulated" else nullcontext():
+                loss.backward()  # the emulation rounds the backward too; autocast needs no context
             self.optimizer.step()
         self.algo.after_step(self.model, epoch)
         loss = loss.detach().double()
