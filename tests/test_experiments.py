@@ -452,7 +452,7 @@ def test_gap_experiment_tiny(tmp_path):
     md, _ = gap.analyse([runner], Context("tiny", [0], tmp_path, specs))
     text = "\n".join(md)
     for label in ("CE (long-tailed real data)", "paper recipe, SD 1.4 images", "held-out REAL images",
-                  "keep the middle of the round-1 model's confidence", "loss weight 0.5", "last block"):
+                  "keep the middle of the round-1 model's confidence", "last block"):
         assert label in text, label
     assert re.search(r"Chosen: .*\.", text) and re.search(r"Goal .*\*\*(met|NOT met)\*\*", text)
     row = runner.dir / "gap_select_uncertain"

@@ -228,7 +228,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
     for w in check_data(cfg, real, plan, train_real):
         _warn(w)
-    if gen_on and not gen_cached and gcfg.backend == "pool":  # can the pool fill every cell?
+    sel_on = gen_on and gcfg.select.active  # selection from more candidates (generate.select)
+    if gen_on and not gen_cached and gcfg.backend == "pool" and not sel_on:  # can the pool fill every cell?
         from .generate.pool import PoolGenerator, load_pool
 
         if gcfg.pool.manifest == str(pool_p):  # the held-out real images, maybe not written yet
@@ -236,11 +237,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
                           gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter)
         else:
             load_pool(plan, gcfg)
-    sel_on = gen_on and gcfg.select.active  # selection from more candidates (generate.select)
-    if sel_on:
+    if sel_on:  # can the pool offer the candidates, does the scorer fit the plan?
         from .generate.select import check_selection
 
-        check_selection(cfg, plan, gcfg, heldout if gcfg.pool.manifest == str(pool_p) else None)
+        check_selection(cfg, plan, gcfg, heldout if gcfg.pool.manifest == str(pool_p) else None,
+                        syn_dir / "candidates")
 
     # ---------------------------------------------------------------- data + inspect
     save_resolved(cfg, run_dir / "config.yaml")

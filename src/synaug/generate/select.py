@@ -160,14 +160,15 @@ def first_rows(cands: Manifest, plan: Plan) -> Manifest:
 
 
 # ---------------------------------------------------------------------------- checks
-def check_selection(cfg, plan: Plan, gcfg: GenerateConfig, heldout: Optional[Manifest] = None) -> None:
-    """One-line errors before any stage runs: the pool holds ``candidates`` x the plan, the
-    scorer checkpoint exists and has the plan's classes."""
+def check_selection(cfg, plan: Plan, gcfg: GenerateConfig, heldout: Optional[Manifest] = None,
+                    cand_dir: Optional[Path] = None) -> None:
+    """One-line errors before any stage runs: the pool holds ``candidates`` x the plan (unless
+    ``cand_dir`` already holds these candidates), the scorer checkpoint has the plan's classes."""
     sel = gcfg.select
-    if gcfg.backend == "pool":
+    cplan = candidate_plan(plan, sel.candidates)
+    if gcfg.backend == "pool" and not _made(cand_dir, cplan, candidate_config(gcfg)):
         from .pool import PoolGenerator, load_pool
 
-        cplan = candidate_plan(plan, sel.candidates)
         try:
             if heldout is not None:
                 PoolGenerator(cplan, heldout, gcfg.seed, gcfg.pool.name, gcfg.pool.shift, gcfg.pool.split,
@@ -185,6 +186,18 @@ def check_selection(cfg, plan: Plan, gcfg: GenerateConfig, heldout: Optional[Man
             raise SynaugError(f"generate.select.scorer.path: the checkpoint's classes ({', '.join(classes[:6])}"
                               f"{', ...' if len(classes) > 6 else ''}) differ from the plan's "
                               f"({', '.join(plan.classes[:6])}{', ...' if len(plan.classes) > 6 else ''})")
+
+
+def _made(cand_dir: Optional[Path], cplan: Plan, ccfg: GenerateConfig) -> bool:
+    """Whether ``cand_dir`` holds the finished candidates of this plan and config."""
+    from .runner import fingerprint as gen_fingerprint
+
+    if cand_dir is None or not (cand_dir / "synthetic.parquet").is_file():
+        return False
+    try:
+        return json.loads((cand_dir / "run.json").read_text()).get("digest") == gen_fingerprint(cplan, ccfg)["digest"]
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 # ---------------------------------------------------------------------------- the stages
