@@ -172,7 +172,7 @@ def _run(raw: dict, out: Path) -> list[str]:
 
 def test_run_selects_by_confidence_and_reports_it(toy, tmp_path):
     out = tmp_path / "run"
-    raw = _run_cfg(toy, {"candidates": 3, "selector": "confidence", "keep": "most", "thumbnails": 2})
+    raw = _run_cfg(toy, {"candidates": 3, "selector": "confidence", "keep": "most"})
     log = _run(raw, out)
     assert [line.split("]")[0] for line in log if "running" in line][:5] == \
         ["[data", "[plan", "[candidates", "[scorer", "[select"]

@@ -102,7 +102,6 @@ class SelectConfig(Strict):
     knn: int = Field(0, ge=0)
     typical_share: float = Field(0.5, gt=0, le=1)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
-    thumbnails: int = Field(6, ge=0)          # kept / rejected examples per class in the report
 
     @model_validator(mode="after")
     def _check(self):

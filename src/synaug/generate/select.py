@@ -269,10 +269,10 @@ def _select_stage(cfg, sel: SelectConfig, seed: int, plan: Plan, cands: Manifest
         rows[["path", "label", "class_name", "group", "source_file", "kept", "select_score", "confidence"]
              ].to_parquet(tmp, index=False)
     summary = selection_summary(sel, cands, kept, score, prob, scorer)
-    if sel.thumbnails and cands.num_classes <= 20:
-        from .thumbnails import kept_rejected_grid
+    if cands.num_classes <= 20:
+        from .thumbnails import EXAMPLES, kept_rejected_grid
 
-        kept_rejected_grid(cands, kept, sel.thumbnails, sdir / "examples.png")
+        kept_rejected_grid(cands, kept, EXAMPLES, sdir / "examples.png")
         summary["examples"] = "examples.png"
     write_json_atomic(sdir / "selection.json", summary)
 

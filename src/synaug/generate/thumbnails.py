@@ -7,6 +7,7 @@ import numpy as np
 
 from ..manifest import Manifest
 
+EXAMPLES = 6  # kept and rejected examples per class
 SIDE = 32   # thumbnail side in pixels
 GAP = 8     # blank columns between the kept and the rejected examples
 
