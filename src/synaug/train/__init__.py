@@ -25,5 +25,4 @@ __all__ = ["train_model", "TrainResult", "finetune_last_layer", "balanced_subset
            "evaluate", "compute_metrics", "real_train_counts", "predict_logits", "load_checkpoint", "save_model",
            "TrainConfig", "FinetuneConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "MixConfig",
            "AugmentConfig", "DataConfig", "AlgorithmConfig", "SyntheticConfig", "Algorithm", "DataInfo",
-           "register_algorithm",
-           "list_algorithms", "ImageSet", "decode_manifest", "refuse_test_rows"]
+           "register_algorithm", "list_algorithms", "ImageSet", "decode_manifest", "refuse_test_rows"]
