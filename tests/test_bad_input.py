@@ -379,6 +379,46 @@ def r_resume_into_other_run(ctx, t):
     return Row(_train(ctx, ctx.good_parquet, t / "run", "--set", "optim.lr=0.01"), [], keep=[t / "run"])
 
 
+def _run_yaml(ctx, t, **over) -> Path:
+    """A `synaug run` config over the good rows (+ a few test rows), planned to class balance and
+    filled from the good pool; ``over`` replaces / adds top-level sections."""
+    te = make_toy_manifest(t / "img", [2, 2, 2], size=16, seed=3, split="test")
+    _copy_images(ctx, t / "img")
+    cols = ["path", "label", "class_name", "split"]
+    pd.concat([ctx.good.df[cols], te.df[cols]]).to_csv(t / "img" / "m.csv", index=False)
+    raw = {"name": "bad", "data": {"manifest": str(t / "img" / "m.csv"), "dataset": None}, "plan": {"mode": "class"},
+           "generate": {"backend": "pool", "resolution": 16,
+                        "pool": {"manifest": str(ctx.pool_yaml.parent / "pool.parquet")}},
+           "train": TRAIN_CFG, **over}
+    (t / "run.yaml").write_text(yaml.safe_dump(raw))
+    return t / "run.yaml"
+
+
+def r_select_more_candidates_than_pool(ctx, t):
+    cfg = _run_yaml(ctx, t)
+    return Row(["run", cfg, "--out", t / "run", "--set", "generate.select.candidates=5"], [t / "run"])
+
+
+def r_scorer_checkpoint_other_classes(ctx, t):
+    from synaug.models import create_model
+    from synaug.train import save_model
+
+    save_model(create_model("resnet32", 2, width=4), t / "other.safetensors", {"classes": ["cat", "dog"]})
+    cfg = _run_yaml(ctx, t)
+    return Row(["run", cfg, "--out", t / "run", "--set", "generate.select.candidates=2",
+                "--set", "generate.select.selector=typicality", "--set", "generate.select.scorer.model=checkpoint",
+                "--set", f"generate.select.scorer.path={t / 'other.safetensors'}"], [t / "run"])
+
+
+def r_synthetic_loss_weight_zero(ctx, t):
+    return Row(["run", _run_yaml(ctx, t), "--out", t / "run", "--set", "train.synthetic.loss_weight=0"], [t / "run"])
+
+
+def r_synthetic_smoothing_one(ctx, t):
+    return Row(["run", _run_yaml(ctx, t), "--out", t / "run", "--set", "train.synthetic.label_smoothing=1.0"],
+               [t / "run"])
+
+
 # (id, builder, expected message; None = handled, exit 0)
 CASES = [
     ("missing-manifest-column", r_missing_column, "missing column 'label'"),
@@ -416,6 +456,13 @@ CASES = [
     ("model-path-missing-finetune", r_model_path_missing_finetune, "checkpoint file not found"),
     ("unknown-model-name", r_unknown_model_name, "unknown model 'resnet999'"),
     ("resume-with-other-config", r_resume_into_other_run, "holds a run with a different config"),
+    ("select-more-candidates-than-pool", r_select_more_candidates_than_pool,
+     "generate.select.candidates 5: pool 'pool' cannot fill class 'class2': the plan needs 20 images, the pool has 10"),
+    ("scorer-checkpoint-other-classes", r_scorer_checkpoint_other_classes,
+     "the checkpoint's classes (cat, dog) differ from the plan's (class0, class1, class2)"),
+    ("synthetic-loss-weight-zero", r_synthetic_loss_weight_zero,
+     "train.synthetic.loss_weight: Input should be greater than 0"),
+    ("synthetic-smoothing-one", r_synthetic_smoothing_one, "train.synthetic.label_smoothing: Input should be less than 1"),
 ]
 
 

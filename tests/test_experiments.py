@@ -411,3 +411,58 @@ def test_data_options_reach_the_dataset_adapter():
         prepare(DataConfig(dataset="shared-cifar10", options={"bogus": 1}))
     with pytest.raises(SynaugError, match="no train split list"):
         prepare(DataConfig(dataset="imagenet100-lt", root=str(ROOT / "configs"), options={"names": "x.txt"}))
+
+
+# ------------------------------------------------------------------------------ gap (issue 17)
+def test_gap_rules_are_computed_from_the_numbers():
+    from synaug.experiments import gap
+
+    assert gap.gap_closed([44.0, 50.0], [27.0, 30.0], [58.0, 50.0]) == pytest.approx([100 * 17 / 31, 100.0])
+    paper = [40.0, 41.0, 42.0]
+    val = {"select_uncertain": [41.0, 42.0, 43.0], "select_typical": [42.0, 43.0, 44.0],   # both beat: one selector
+           "loss_weight": [40.5, 41.5, 42.5], "smoothing": [39.0, 40.0, 41.0],             # smoothing does not
+           "batch_share": [41.5, 41.5, 41.5], "share_schedule": [40.0, 41.0, 42.0]}        # schedule ties: not chosen
+    assert gap.choose_combo(val, paper) == ["select_typical", "loss_weight", "batch_share"]
+    assert gap.choose_combo({"smoothing": [1.0]}, [2.0]) == []
+    assert gap.effect([1.0, 2.0, 0.5]) == "helps in every seed"
+    assert "hurts" in gap.effect([-1.0, -2.0, -0.5]) and "hurts** on average" in gap.effect([-3.0, 0.5, -1.0])
+    assert gap.effect([2.0, -2.1, 0.2]).startswith("no clear effect")
+    # every option is one run on top of the paper recipe; the fixed rows are the demo's runs
+    from synaug.demo import variants
+
+    small = gap.specs("small")
+    demo = variants(22, False, 0)
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "seed", "description")}  # noqa: E731
+    assert strip(small["gap_paper"]) == strip(demo["synaug-sd14"]) and strip(small["gap_real"]) == strip(demo["synaug-pool"])
+    assert strip(small["gap_ce"]) == strip(demo["ce"])
+    sel = small["gap_select_typical"]
+    assert sel["generate"]["select"] == {"candidates": 10, "selector": "typicality", "scorer": {"model": "round1"}}
+    assert strip({**sel, "generate": None}) == strip({**small["gap_paper"], "generate": None})
+    assert small["gap_loss_weight"]["train"]["synthetic"] == {"loss_weight": 0.5}
+    combo = gap.option_spec("small", ["select_typical", "loss_weight", "ft_blocks"])
+    assert combo["generate"]["select"]["selector"] == "typicality" and combo["finetune"]["train_blocks"] == 1
+    assert combo["train"]["synthetic"] == {"loss_weight": 0.5}
+
+
+@pytest.mark.slow
+def test_gap_experiment_tiny(tmp_path):
+    """The gap experiment at CI size: every row runs, the table and verdicts come from the numbers."""
+    from synaug.experiments import gap
+    from synaug.experiments.common import Context, Runner
+
+    specs = gap.specs("tiny")
+    runner = Runner(tmp_path / "runs", "tiny", 0, specs, gap.REUSE)
+    md, _ = gap.analyse([runner], Context("tiny", [0], tmp_path, specs))
+    text = "\n".join(md)
+    for label in ("CE (long-tailed real data)", "paper recipe, SD 1.4 images", "held-out REAL images",
+                  "keep the middle of the round-1 model's confidence", "last block"):
+        assert label in text, label
+    assert re.search(r"Chosen: .*\.", text) and re.search(r"Goal .*\*\*(met|NOT met)\*\*", text)
+    row = runner.dir / "gap_select_uncertain"
+    sel = Manifest.read(row / "select" / "synthetic.parquet")
+    assert set(sel.df["selector"]) == {"confidence:middle x2 (round1 scorer)"}
+    # round 1 = the paper row's training, reused as finished (no second training of it)
+    assert json.loads((row / "scorer" / "train" / "last.json").read_text())["epoch"] == 0
+    hist = lambda d: json.loads((d / "history.json").read_text())  # noqa: E731
+    assert hist(row / "scorer" / "train") == hist(runner.dir / "gap_paper" / "train")   # not trained again
+    assert (runner.dir / "gap_ft_blocks" / "finetune" / "finetune.json").is_file()

@@ -77,6 +77,21 @@ def _check_sizes(cfg: "RunConfig", sizes: "Counter | None", generating: bool) ->
                           f"{fix}set train.data.image_size to resize everything")
 
 
+def check_options(cfg: "RunConfig") -> None:
+    """The options beyond the paper (``train.synthetic``, ``finetune.train_blocks``,
+    ``generate.select``) against the rest of the config."""
+    from .train.finetune import last_blocks
+    from .train.loop import build_model
+    from .train.synthetic import check as check_synthetic
+
+    check_synthetic(cfg.train, cfg.train.algorithm.name)
+    if cfg.finetune is not None and cfg.finetune.train_blocks:
+        last_blocks(build_model(cfg.train, 2).encoder, cfg.finetune.train_blocks)
+    g = cfg.generate
+    if g is not None and g.select.active and g.select.needs_scorer and g.select.scorer.model == "checkpoint":
+        _exists(g.select.scorer.path, "generate.select.scorer.path", "checkpoint")
+
+
 def check_config(cfg: "RunConfig") -> list[str]:
     """Everything about ``cfg`` that can be checked without reading the data."""
     from .data import list_datasets
@@ -90,6 +105,7 @@ def check_config(cfg: "RunConfig") -> list[str]:
         raise SynaugError(f"data.dataset: unknown dataset {d.dataset!r} (known: {', '.join(list_datasets())})")
     _exists(d.root, "data.root", "folder")
     check_model(cfg.train)
+    check_options(cfg)
     g = cfg.generate
     if g is not None:
         if g.backend == "pool":

@@ -59,6 +59,24 @@ def _literal_spelling(annotation, value: bool) -> str | None:
     return next((lower[w] for w in _YAML_BOOL_SPELLINGS[value] if w in lower), None)
 
 
+def drop_defaults(model: BaseModel, data: Any, keys: tuple[str, ...]) -> Any:
+    """``data`` (a dump of ``model``) without the ``keys`` whose value is the field's default.
+
+    For keys added after runs were cached: a dump is what stage fingerprints, resumption
+    checks and resolved configs are made of, so a new key left at its default must not show
+    in it (runs made before the key existed stay up to date). Use from a wrap
+    ``model_serializer``.
+    """
+    if not isinstance(data, dict):
+        return data
+    for k in keys:
+        field = type(model).model_fields[k]
+        default = field.default_factory() if field.default_factory is not None else field.default
+        if k in data and getattr(model, k) == default:
+            del data[k]
+    return data
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

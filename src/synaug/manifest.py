@@ -15,6 +15,10 @@ seed       int     synthetic rows: per-image seed (-1 for real)
 generator  str     synthetic rows: which backend made it ("" for real)
 ========== ======= ==========================================================
 
+Optional columns (kept when present, filled for rows that lack them): ``source_file`` (str, the
+pool image a synthetic row copies), ``select_score`` (float, NaN when none) and ``selector`` (str)
+of rows kept by a selection from more candidates (:mod:`synaug.generate.select`).
+
 Real rows are relative to ``roots["real"]`` and synthetic rows to ``roots["synthetic"]``
 (the data folder and the generation output folder usually live apart).
 """
@@ -40,6 +44,19 @@ SOURCES = ("real", "synthetic")
 _DEFAULTS = {"group": -1, "group_name": "", "source": "real", "prompt": "", "seed": -1,
              "generator": ""}
 _META_KEY = b"synaug"
+#: optional columns and the value of rows without one (e.g. real rows joined to selected ones)
+OPTIONAL = {"source_file": "", "select_score": float("nan"), "selector": ""}
+
+
+#: what :func:`check_relative_path` would change or refuse: empty, absolute, a backslash, an
+#: empty / "." / ".." component, a trailing slash
+_UNCLEAN_PATH = r"^$|^/|\\|//|(?:^|/)\.\.?(?:/|$)|/$"
+
+
+def _needs_path_check(paths: pd.Series) -> bool:
+    """Whether any path needs :func:`check_relative_path` (one vectorised test: a manifest of
+    100k clean paths skips the per-row normalisation)."""
+    return bool(paths.str.contains(_UNCLEAN_PATH, regex=True).any())
 
 
 def check_relative_path(p: str) -> str:
@@ -111,7 +128,8 @@ class Manifest:
             df[col] = vals.astype("int64")
         for col in ("path", "class_name", "group_name", "split", "source", "prompt", "generator"):
             df[col] = df[col].fillna("").astype(str)
-        df["path"] = pd.Series([check_relative_path(p) for p in df["path"]], index=df.index, dtype=str)
+        if _needs_path_check(df["path"]):  # else every path is already a clean relative POSIX path
+            df["path"] = pd.Series([check_relative_path(p) for p in df["path"]], index=df.index, dtype=str)
         # fill names from the index lists so hand-written tables need only labels
         if len(df):
             names = np.asarray(self.classes, dtype=object)
@@ -125,6 +143,10 @@ class Manifest:
                 g = df["group"].to_numpy()
                 gok = (g >= 0) & (g < len(self.groups)) & (df["group_name"] == "").to_numpy()
                 df.loc[gok, "group_name"] = gnames[g[gok]]
+        for col, default in OPTIONAL.items():
+            if col in df.columns:
+                df[col] = (pd.to_numeric(df[col], errors="coerce").astype(float) if isinstance(default, float)
+                           else df[col].where(df[col].notna(), default).astype(str))
         extra = [c for c in df.columns if c not in COLUMNS]
         return df[COLUMNS + extra].reset_index(drop=True)
 

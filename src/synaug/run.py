@@ -1,6 +1,7 @@
 """``synaug run CONFIG``: the whole method, stage by stage, cached and resumable.
 
 inspect -> plan -> generate -> train (Mixup) -> last-layer fine-tune -> evaluate -> report.
+With ``generate.select`` on, generate is three stages: candidates -> scorer -> select.
 A stage is skipped when its inputs (config section + upstream stage keys) are unchanged;
 generation and training resume their own partial work after a kill. The test split is read
 only by the evaluate stage.
@@ -191,7 +192,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
     for w in check_data(cfg, real, plan, train_real, sizes):
         _warn(w)
-    if gen_on and not gen_cached and gcfg.backend == "pool":  # can the pool fill every cell?
+    sel_on = gen_on and gcfg.select.active  # selection from more candidates (generate.select)
+    if gen_on and not gen_cached and gcfg.backend == "pool" and not sel_on:  # can the pool fill every cell?
         from .generate.pool import PoolGenerator, load_pool
 
         if gcfg.pool.manifest == str(pool_p):  # the held-out real images, maybe not written yet
@@ -207,6 +209,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         from .generate.preflight import check_generation
 
         log(f"[generate] preflight: {check_generation(gcfg).line()}")
+    if sel_on:  # can the pool offer the candidates, does the scorer fit the plan?
+        from .generate.select import check_selection
+
+        check_selection(cfg, plan, gcfg, heldout if gcfg.pool.manifest == str(pool_p) else None,
+                        syn_dir / "candidates")
 
     # ---------------------------------------------------------------- data + inspect
     save_resolved(cfg, run_dir / "config.yaml")
@@ -238,7 +245,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
 
     # ---------------------------------------------------------------- generate
     parts = [train_real.split("train", "val")]
-    if gen_on:
+    if sel_on:  # stages candidates -> scorer -> select
+        from .generate.select import run_selection
+
+        parts.append(run_selection(st, cfg, plan, gcfg, run_dir, train_real, k_plan))
+    if gen_on and not sel_on:
         note = ""
         if not gen_cached and _generated_for_another(syn_dir, plan, gcfg):
             note = ("the plan or generate config changed: the images that still match are kept, only the "
@@ -397,7 +408,9 @@ def register(sub) -> None:
                     "generate (as `synaug generate --help`; null = off), train (as `synaug train --help`),\n"
                     "finetune (as `synaug finetune --help`; null = off), eval. Relative paths in the file\n"
                     "are read relative to its folder. Every image file is checked before anything is\n"
-                    "generated; a changed plan keeps the generated images that still match.\n\n"
+                    "generated; a changed plan keeps the generated images that still match.\n"
+                    "Beyond the paper (off by default; docs/synthetic.md): generate.select.*\n"
+                    "(candidates -> scorer -> select stages), train.synthetic.*, finetune.train_blocks.\n\n"
                     + TRAIN_KEYS_HELP.replace("--set epochs=30 --set schedule.warmup_epochs=2",
                                               "--set train.epochs=30 --set train.schedule.warmup_epochs=2")
                     + "\n  (in a run config these keys live under train:)")

@@ -33,6 +33,8 @@ class), imagenet 'a photo of {class}', utkface 'Portrait face photo of {race} {g
 year old', waterbirds 'The photo of {bird} in {place}'; `template`, `modifiers` (auto | none |
 cifar10 | cifar100 | file.json) and `prompts` (file.json) override. --no-modifiers gives
 'a photo of {class}' (Table 1 row a). Optional clip_filter.{enabled,model,threshold}.
+select.* (more candidates + a selector scored by a model trained on the run's data) runs
+inside `synaug run` only; see docs/synthetic.md.
 
 Model ids: a local diffusers folder, or a Hugging Face id looked up in the Hugging Face cache,
 then on the Hub (not with HF_HUB_OFFLINE=1 or local_files_only). Removed ids and their

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_serializer
+from pydantic import Field, field_validator, model_serializer, model_validator
 
-from ..config import Strict
+from ..config import Strict, drop_defaults
 
 BACKENDS = ("txt2img", "img2img", "pool")
 SCHEDULERS = ("dpm++", "dpm++-karras", "euler", "euler-a", "ddim", "default")
@@ -78,6 +78,67 @@ class ClipFilterConfig(Strict):
     local_files_only: bool = False
 
 
+class ScorerConfig(Strict):
+    """The model that scores candidates (``synaug run`` trains it as its ``scorer`` stage).
+
+    ``round1``: a SYNAuG model trained on real + a random selection of the candidates (the
+    first round of the feedback loop), then fine-tuned as the run's ``finetune`` section says; it
+    has seen synthetic images of every class, so it is the scorer meant for few-shot classes.
+    ``real``: the same training on the real training rows only: cheaper, but a long-tailed model
+    knows little of its few-shot classes (its scores there are close to noise).
+    ``checkpoint``: a model you trained (``path``: a run folder or ``.safetensors``); its classes
+    must be the plan's.
+    """
+
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("path",)  # relative to the config file
+
+    model: Literal["round1", "real", "checkpoint"] = "round1"
+    path: str | None = None                   # checkpoint: run folder or model .safetensors
+    epochs: int | None = Field(None, ge=1)    # its training epochs (default: train.epochs)
+    finetune: bool = True                     # fine-tune its head on the balanced real subset first
+
+
+class SelectConfig(Strict):
+    """Selection from a larger candidate set (beyond the paper; off by default).
+
+    The backend makes ``candidates`` x the images each cell needs (the pool offers that many
+    distinct images, txt2img generates them), and the ``selector`` keeps the needed number:
+
+    * ``random``: a seeded draw (``candidates: 1`` is exactly today's generation);
+    * ``confidence``: the scorer's probability of the intended class (ranked by its log); ``keep`` ``most`` (most
+      confident), ``least`` (hardest) or ``middle`` (the uncertain middle of the ranking);
+    * ``typicality``: cosine similarity, in the scorer's feature space, to the real images of the
+      class: their centroid (``knn: 0``) or the mean over the ``knn`` nearest;
+    * ``diversity``: k-center greedy coverage of the cell's candidates (no near-duplicates);
+    * ``typical-diverse``: the ``typical_share`` most typical candidates, then k-center among them.
+    """
+
+    candidates: int = Field(1, ge=1)
+    selector: Literal["random", "confidence", "typicality", "diversity", "typical-diverse"] = "random"
+    keep: Literal["most", "least", "middle"] = "most"
+    knn: int = Field(0, ge=0)
+    typical_share: float = Field(0.5, gt=0, le=1)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.selector != "random" and self.candidates < 2:
+            raise ValueError(f"selector {self.selector} keeps as many images as it is offered with candidates 1: "
+                             "set select.candidates >= 2")
+        if self.scorer.model == "checkpoint" and not self.scorer.path:
+            raise ValueError("select.scorer.model checkpoint needs select.scorer.path")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether the run selects (anything else is today's generation, image for image)."""
+        return self.candidates > 1 or self.selector != "random"
+
+    @property
+    def needs_scorer(self) -> bool:
+        return self.selector != "random"
+
+
 class GenerateConfig(Strict):
     """Everything ``synaug generate`` needs besides the plan. See ``synaug generate --help``."""
 
@@ -114,7 +175,12 @@ class GenerateConfig(Strict):
     pool: PoolConfig = PoolConfig()
     img2img: Img2ImgConfig = Img2ImgConfig()
     clip_filter: ClipFilterConfig = ClipFilterConfig()
+    select: SelectConfig = SelectConfig()  # selection from more candidates (synaug run; off by default)
     verify_on_resume: bool = True  # decode finished images again before trusting them
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # at its default, the newer section leaves cached runs' keys unchanged
+        return drop_defaults(self, handler(self), ("select",))
 
     @field_validator("model")
     @classmethod

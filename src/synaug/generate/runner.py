@@ -295,6 +295,9 @@ def generate(plan: Plan, cfg: GenerateConfig, out_dir: str | Path, real_manifest
 
 
 def _check_config(cfg: GenerateConfig) -> None:
+    if cfg.select.active:
+        raise SynaugError("generate.select (more candidates, a selector) runs inside `synaug run`, which trains "
+                          "its scorer on the run's data; `synaug generate` makes the plan's images as they come")
     if cfg.backend != "pool":
         from .diffusers_backend import check_model
 

@@ -236,6 +236,13 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
     intro += _how_trained(run_dir / "train" / "summary.json")
     md = ["# synaug report: " + summary["name"], "", *[f"- {x}" for x in intro], "",
           "## Test metrics (%)", "", _md_table(header, rows), ""]
+    from .selection import selection_section
+
+    sel_intro, sel_tables, sel_png = selection_section(run_dir)
+    for title, h, r in sel_tables:
+        md += [f"## {title}", "", *[f"- {x}" for x in sel_intro], "", _md_table(h, r), ""]
+    if sel_png is not None:
+        figs.insert(0, ("Selection: kept (left) vs rejected (right) candidates", sel_png))
     for title, p in figs:
         md += [f"## {title}", "", f"![{title}]({p.relative_to(run_dir).as_posix()})", ""]
     from .fairness import group_section, to_html, to_markdown
@@ -247,6 +254,9 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
     body = [f"<h1>synaug report: {html.escape(summary['name'])}</h1>",
             '<div class="note">' + "<br>".join(html.escape(x.replace("**", "")) for x in intro) + "</div>",
             "<h2>Test metrics (%)</h2>", _html_table(header, rows)]
+    for title, h, r in sel_tables:
+        body += [f"<h2>{html.escape(title)}</h2>", "<p>" + "<br>".join(html.escape(x) for x in sel_intro) + "</p>",
+                 _html_table(h, r)]
     for title, p in figs:
         body += [f"<h2>{html.escape(title)}</h2>", _img(p)]
     body += to_html(g_blocks, g_figs)

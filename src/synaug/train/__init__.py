@@ -15,7 +15,7 @@ CLI: ``synaug train``, ``synaug finetune``, ``synaug evaluate`` (see ``--help``)
 from .algorithms import Algorithm, DataInfo, list_algorithms, register_algorithm
 from .checkpoint import load_checkpoint, save_model
 from .config import (AlgorithmConfig, AugmentConfig, DataConfig, FinetuneConfig, MixConfig, ModelConfig,
-                     OptimConfig, ScheduleConfig, TrainConfig)
+                     OptimConfig, ScheduleConfig, SyntheticConfig, TrainConfig)
 from .data import ImageSet, decode_manifest, refuse_test_rows
 from .evaluate import compute_metrics, evaluate, predict_logits, real_train_counts
 from .finetune import balanced_subset, finetune_last_layer, real_train_rows
@@ -24,5 +24,5 @@ from .loop import TrainResult, train_model
 __all__ = ["train_model", "TrainResult", "finetune_last_layer", "balanced_subset", "real_train_rows",
            "evaluate", "compute_metrics", "real_train_counts", "predict_logits", "load_checkpoint", "save_model",
            "TrainConfig", "FinetuneConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "MixConfig",
-           "AugmentConfig", "DataConfig", "AlgorithmConfig", "Algorithm", "DataInfo", "register_algorithm",
-           "list_algorithms", "ImageSet", "decode_manifest", "refuse_test_rows"]
+           "AugmentConfig", "DataConfig", "AlgorithmConfig", "SyntheticConfig", "Algorithm", "DataInfo",
+           "register_algorithm", "list_algorithms", "ImageSet", "decode_manifest", "refuse_test_rows"]

@@ -88,6 +88,14 @@ class Algorithm:
              epoch: int) -> torch.Tensor:
         return F.cross_entropy(logits, targets)
 
+    def row_loss(self, logits: torch.Tensor, targets: torch.Tensor, group_mix: Optional[torch.Tensor],
+                 epoch: int) -> torch.Tensor:
+        """Per-row losses ``(B,)`` whose mean is :meth:`loss` (``train.synthetic.loss_weight``
+        weighs them); only algorithms that keep the plain cross-entropy have them."""
+        if type(self).loss is not Algorithm.loss:
+            raise SynaugError(f"algorithm {self.name} has no per-row losses (train.synthetic.loss_weight)")
+        return F.cross_entropy(logits, targets, reduction="none")
+
     # phases ---------------------------------------------------------------------
     def extra_epochs(self) -> int:
         """Epochs after the main phase in which only the head is trained."""

@@ -74,7 +74,9 @@ def register(sub) -> None:
                     "epoch_NNNN[.state].safetensors, history.json, summary.json, config.yaml.\n"
                     "Config keys: seed epochs batch_size model.* optim.* schedule.* mix.* augment.*\n"
                     "algorithm.* (ce resample reweight balanced_softmax ldam_drw group_dro\n"
-                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric.\n\n"
+                    "weight_balancing) data.* device channels_last compile cuda_graph amp select_metric\n"
+                    "synthetic.* (off by default: loss_weight, label_smoothing, batch_share,\n"
+                    "batch_share_end, separate_bn, color_match; see docs/synthetic.md).\n\n"
                     + TRAIN_KEYS_HELP)
     p.add_argument("--config", "-c", help="train config YAML (default: the CIFAR-LT recipe)")
     p.add_argument("--train-manifest", required=True, action="append",
@@ -96,10 +98,13 @@ def register(sub) -> None:
                     "Test rows in the file are never read (they are for `synaug evaluate`).\n"
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
                     "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"
-                    "rows, C tuned on half of val, scaler on the real training features).\n\n"
+                    "rows, C tuned on half of val, scaler on the real training features).\n"
+                    "train_blocks N (default 0 = head only): also fine-tune the last N encoder blocks;\n"
+                    "blocks_lr (default lr). See docs/synthetic.md.\n\n"
                     "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.\n"
                     "Config keys: mode seed balance_by per_cell epochs (30) batch_size lr (0.01) momentum\n"
-                    "weight_decay schedule (cosine | constant) augment_views dfr_* augment.* data.* device.")
+                    "weight_decay schedule (cosine | constant) augment_views dfr_* train_blocks blocks_lr\n"
+                    "augment.* data.* device.")
     f.add_argument("--config", "-c", help="finetune config YAML")
     f.add_argument("--checkpoint", required=True, help="trained run folder or model .safetensors")
     f.add_argument("--manifest", required=True, action="append",

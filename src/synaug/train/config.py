@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
-from ..config import Strict
+from ..config import Strict, drop_defaults
 
 ALGORITHMS = ("ce", "resample", "reweight", "balanced_softmax", "ldam_drw", "group_dro",
               "weight_balancing")
@@ -195,6 +195,47 @@ class AlgorithmConfig(Strict):
     weight_balancing: WeightBalancingConfig = Field(default_factory=WeightBalancingConfig)
 
 
+class SyntheticConfig(Strict):
+    """Synthetic-aware training (beyond the paper; every key off by default = the paper's step 2).
+
+    * ``loss_weight``: weight of a synthetic row's loss; the batch loss is the weighted mean
+      ``sum_i w_i l_i / sum_i w_i`` (real rows weigh 1). A Mixup / CutMix row weighs what its
+      label is made of: ``lab_w w_i + (1 - lab_w) w_partner`` (``lab_w`` = lam for Mixup, the
+      unpasted area share for CutMix). Needs an algorithm with per-row losses (``ce``).
+    * ``label_smoothing``: synthetic rows learn ``(1 - eps) onehot + eps / C`` (real rows keep
+      hard labels); mixed rows mix the smoothed labels.
+    * ``batch_share``: every batch holds ``round(share x batch_size)`` synthetic rows (a sampler
+      drawing real and synthetic rows from two shuffled streams; an epoch is still N rows).
+      ``batch_share_end``: the share moves linearly from ``batch_share`` (first epoch) to this
+      value (last main epoch): e.g. 0.9 -> 0.25 is synthetic-first, then real-heavy.
+    * ``separate_bn``: during training, synthetic rows are normalised by batch statistics of the
+      synthetic rows only, real rows by those of the real rows; only real rows update the running
+      statistics used at test (DISEF-style; mixed rows follow their larger part).
+    * ``color_match``: shift every synthetic image's per-channel mean / std to those of the real
+      training images (``global``) or of its class's real images (``class``; classes with fewer
+      than ``color_match_min_real`` real images use the global statistics). In-memory data only.
+    """
+
+    loss_weight: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    batch_share: Optional[float] = Field(None, ge=0, le=1)
+    batch_share_end: Optional[float] = Field(None, ge=0, le=1)
+    separate_bn: bool = False
+    color_match: Literal["off", "global", "class"] = "off"
+    color_match_min_real: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.batch_share_end is not None and self.batch_share is None:
+            raise ValueError("synthetic.batch_share_end needs synthetic.batch_share (the first epoch's share)")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether any option differs from the paper's step 2."""
+        return self != SyntheticConfig()
+
+
 class TrainConfig(Strict):
     """Step 2 of SYNAuG: train encoder f and head g (with Mixup) on the uniformized set."""
 
@@ -207,6 +248,7 @@ class TrainConfig(Strict):
     mix: MixConfig = Field(default_factory=MixConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)  # synthetic-aware options (off)
     data: DataConfig = Field(default_factory=DataConfig)
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     channels_last: bool = True           # fastest on this CPU and on GPUs
@@ -221,6 +263,10 @@ class TrainConfig(Strict):
     eval_every: int = Field(1, ge=1)     # validation every N epochs (and at the last)
     keep_checkpoints: int = Field(1, ge=1)
     progress: bool = True
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # at its default, the newer section leaves cached runs' keys unchanged
+        return drop_defaults(self, handler(self), ("synthetic",))
 
 
 class FinetuneConfig(Strict):
@@ -264,6 +310,10 @@ class FinetuneConfig(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     augment_views: int = Field(0, ge=0)  # extra augmented feature copies per image (0 = plain)
+    # beyond the head: also fine-tune the last N blocks of the encoder (0 = the paper's head-only
+    # step); earlier blocks stay bit-identical, BatchNorm statistics stay fixed (eval mode)
+    train_blocks: int = Field(0, ge=0)
+    blocks_lr: Optional[float] = Field(None, gt=0)    # their learning rate (default: lr)
     # DFR (Kirichenko et al., 2023): logistic regression on frozen features
     dfr_data: Literal["val", "train"] = "val"   # val: DFR^Tr_Val (reference); train: earlier synaug variant
     dfr_Cs: list[float] = Field(default_factory=lambda: [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01])
@@ -283,6 +333,18 @@ class FinetuneConfig(Strict):
         if self.balance_by != "auto":
             return self.balance_by
         return "cell" if self.mode == "dfr" and every_row_has_a_group else "class"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # at their defaults, the newer keys leave cached runs' keys unchanged
+        return drop_defaults(self, handler(self), ("train_blocks", "blocks_lr"))
+
+    @model_validator(mode="after")
+    def _check_blocks(self):
+        if self.train_blocks and self.mode == "dfr":
+            raise ValueError("finetune.train_blocks works with mode finetune / retrain, not dfr")
+        if self.train_blocks and self.augment_views:
+            raise ValueError("finetune.train_blocks trains on images; augment_views (feature copies) does not apply")
+        return self
 
     @property
     def dfr_draws(self) -> int:

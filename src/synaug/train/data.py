@@ -202,6 +202,7 @@ class ImageSet:
         self.device = device
         self.labels = torch.tensor(manifest.df["label"].to_numpy(dtype=np.int64, copy=True))
         self.groups = torch.tensor(manifest.df["group"].to_numpy(dtype=np.int64, copy=True))
+        self.synthetic = torch.tensor((manifest.df["source"] == "synthetic").to_numpy(), dtype=torch.float32)
         self.mode = self._choose_mode()
         aug = AugmentConfig()
         self.norm = Normalizer(mean or aug.mean, std or aug.std, device, channels_last)

@@ -165,6 +165,58 @@ def train_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor,
     return history
 
 
+# ---------------------------------------------------------------------- beyond the head
+def last_blocks(encoder: torch.nn.Module, k: int) -> list[torch.nn.Module]:
+    """The last ``k`` residual blocks of the encoder, in forward order (CIFAR ResNets:
+    ``layer1..3``; torchvision ResNets: ``layer1..4``)."""
+    names = [n for n in ("layer1", "layer2", "layer3", "layer4") if isinstance(getattr(encoder, n, None),
+                                                                            torch.nn.Sequential)]
+    if not names:
+        raise SynaugError(f"finetune.train_blocks: synaug does not know the blocks of a {type(encoder).__name__} "
+                          "encoder (CIFAR and torchvision ResNets only); use train_blocks: 0")
+    blocks = [b for n in names for b in getattr(encoder, n)]
+    if k > len(blocks):
+        raise SynaugError(f"finetune.train_blocks {k}: the encoder has only {len(blocks)} blocks")
+    return blocks[len(blocks) - k:]
+
+
+def train_blocks_and_head(model: Classifier, subset: Manifest, cfg: FinetuneConfig, device,
+                          cosine_scale: float = 30.0) -> list[dict]:
+    """Step 3 beyond the head: SGD on the last ``cfg.train_blocks`` blocks and the head, on the
+    images of ``subset`` (crop / flip as ``cfg.augment``), everything before them frozen. The
+    encoder stays in eval mode, so every BatchNorm keeps its statistics; earlier blocks are
+    bit-identical afterwards. Same schedule, momentum and weight decay as :func:`train_head`;
+    the blocks' learning rate is ``cfg.blocks_lr`` (default ``cfg.lr``)."""
+    blocks = last_blocks(model.encoder, cfg.train_blocks)
+    model.requires_grad_(False)
+    for b in blocks:
+        b.requires_grad_(True)
+    model.head.requires_grad_(True)
+    base = {"blocks": cfg.blocks_lr or cfg.lr, "head": cfg.lr}
+    opt = torch.optim.SGD([{"params": [p for b in blocks for p in b.parameters()], "name": "blocks"},
+                           {"params": list(model.head.parameters()), "name": "head"}],
+                          lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    images = ImageSet(subset, cfg.data, "fine-tuning", device, cfg.channels_last, cfg.augment.mean, cfg.augment.std)
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0x4EAD))
+    model.eval()  # frozen statistics: only weights of the last blocks and the head move
+    history = []
+    for epoch in range(cfg.epochs):
+        f = 1.0 if cfg.schedule == "constant" else 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        for g in opt.param_groups:
+            g["lr"] = base[g["name"]] * f
+        total = 0.0
+        order = torch.randperm(len(images), generator=gen)
+        for batch in images.batches(order, cfg.batch_size, cfg.augment, gen):
+            loss = F.cross_entropy(_head_logits(model.head, model.features(batch.x), cosine_scale), batch.y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch.y)
+        history.append({"epoch": epoch, "lr": cfg.lr * f, "loss": total / len(images)})
+    model.requires_grad_(False)
+    return history
+
+
 # ---------------------------------------------------------------------- DFR
 def _logreg(C: float, penalty: str, multiclass: bool, random_state, max_iter: int = 2000):
     """Binary: liblinear (DFR's solver); multi-class: saga (liblinear is one-vs-rest only)."""
@@ -435,6 +487,13 @@ def finetune_last_layer(model: Classifier, manifest: Manifest, cfg: Optional[Fin
     subset = None
     if cfg.mode == "dfr":
         record["dfr"] = _dfr(model, manifest, val, cfg, device)
+    elif cfg.train_blocks:
+        subset, info = balanced_subset(manifest, cfg.balance_by, cfg.per_cell, cfg.seed)
+        record["subset"] = info
+        record["train_blocks"] = cfg.train_blocks
+        if cfg.mode == "retrain":
+            reset_head(model.head, seed_for(cfg.seed, 0x1A17))
+        record["history"] = train_blocks_and_head(model, subset, cfg, device, cosine_scale)
     else:
         subset, info = balanced_subset(manifest, cfg.balance_for(False), cfg.per_cell, cfg.seed)
         record["subset"] = info

@@ -34,6 +34,7 @@ from .evaluate import cell_ids, predict_logits, resolve_device
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import resolve_amp, resolve_compile
 from .step import TrainStep, choose_mode
+from . import synthetic as syn
 
 # temp names synaug.io.atomic_path gives the files a run writes (".<name>.<random>.tmp")
 _OWN_TEMP = re.compile(r"^\.(epoch_\d+(\.state)?\.safetensors|best_\d+\.safetensors|model\.safetensors|"
@@ -189,9 +190,11 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
     if val_m is not None and val_m.classes != train_m.classes:
         raise SynaugError("validation and training manifests have different classes")
 
+    syn.check(cfg, cfg.algorithm.name)
     seed_everything(cfg.seed)
     aug = cfg.augment
     train_set = ImageSet(train_m, cfg.data, "training", device, cfg.channels_last, aug.mean, aug.std)
+    color = _color_match(train_set, train_m, cfg)
     val_set = (ImageSet(val_m, cfg.data, "model selection", device, cfg.channels_last, aug.mean, aug.std)
                if val_m is not None and rank == 0 else None)
     C = train_m.num_classes
@@ -201,7 +204,10 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
     total_epochs = cfg.epochs + algo.extra_epochs()
 
     torch.manual_seed(seed_for(cfg.seed, 0xA11))  # model init independent of data-side draws
-    model = build_model(cfg, C).to(device)
+    model = build_model(cfg, C)
+    if cfg.synthetic.separate_bn:
+        syn.split_batchnorm(model)  # same state-dict keys: checkpoints stay plain models
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -319,6 +325,7 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             "num_train": len(train_m), "num_val": len(val_m) if val_m is not None else 0,
             "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
             "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
+            **({"synthetic": {**dump(cfg.synthetic), "color_match_stats": color}} if cfg.synthetic.active else {}),
             "step": {"mode": step.mode if step else mode, "why": step.mode_why if step else mode_why,
                      "compile": step.compiled if step else compiled,
                      "compile_why": (step.compile_why or compile_why) if step else compile_why,
@@ -355,7 +362,9 @@ def _train_epoch(step: TrainStep, model, algo, train_set, cfg, epoch, total_epoc
     order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1))
     aug_seed, mix_seed = seed_for(cfg.seed, epoch, 2, rank), seed_for(cfg.seed, epoch, 3, rank)
     torch.manual_seed(mix_seed)  # torch's global stream (dropout in timm models, ...) as well
-    order = epoch_order(len(train_set), order_gen, algo.sample_weights())
+    share = syn.share_at(cfg.synthetic, epoch, cfg.epochs)
+    order = (epoch_order(len(train_set), order_gen, algo.sample_weights()) if share is None else
+             syn.share_order(train_set.synthetic.numpy() > 0, share, cfg.batch_size, order_gen))
     chunks = split_batches(order, cfg.batch_size, rank, world)
     step.net.train()
     if ph == "head":
@@ -375,6 +384,19 @@ def _train_epoch(step: TrainStep, model, algo, train_set, cfg, epoch, total_epoc
     secs = time.perf_counter() - t0
     return {"epoch": epoch, "loss": loss_sum / max(seen, 1), "images": seen * world,
             "seconds": secs, "img_per_s": seen * world / max(secs, 1e-9)}
+
+
+def _color_match(train_set: ImageSet, train_m: Manifest, cfg: TrainConfig) -> Optional[dict]:
+    """``train.synthetic.color_match``: synthetic images take the real images' colour statistics
+    (in place, on the decoded training images only; validation and test images are untouched)."""
+    mode = cfg.synthetic.color_match
+    if mode == "off":
+        return None
+    if train_set.images is None:
+        raise SynaugError("train.synthetic.color_match works on the in-memory data path; these images are "
+                          "streamed (set train.data.mode: memory)")
+    return syn.color_match_(train_set.images, train_set.synthetic.numpy() > 0, train_m.df["label"].to_numpy(),
+                            mode, cfg.synthetic.color_match_min_real)
 
 
 def tqdm_write(msg: str) -> None:

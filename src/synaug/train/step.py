@@ -33,6 +33,9 @@ How:
   allocate pinned host memory meanwhile, which the global mode turns into a failed capture.
   ``auto`` leaves epochs of fewer than :data:`MIN_GRAPH_STEPS` full batches eager (the captures
   would cost what they save).
+* ``train.synthetic`` options read per-row inputs the same way: a row's synthetic flag comes
+  from a device table (:class:`synaug.train.synthetic.SyntheticRows`), is mixed like its label,
+  and gives its loss weight, label smoothing and batch-norm route on the device.
 * ``compile`` wraps the forward half (data → logits / targets) in ``torch.compile``; it
   composes with the graphs (inductor's own CUDA graphs are then left off).
 
@@ -54,6 +57,7 @@ from ..errors import SynaugError
 from .config import MixConfig, TrainConfig
 from .data import crop_flip_at
 from .precision import autocast, resolve_amp
+from .synthetic import SyntheticRows, weighted_mean
 
 #: batch kinds in a mix plan
 NONE, MIXUP, CUTMIX = 0, 1, 2
@@ -270,6 +274,7 @@ class TrainStep:
         self.hw = images.image_hw
         self.memory = images.mode == "memory"
         self.stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss * rows, non-finite losses
+        self.syn = SyntheticRows(cfg.synthetic, images, model)  # train.synthetic (per-row, off by default)
         self._tables: dict[str, _Tables] = {}
         self._inp: dict[str, torch.Tensor] = {}    # streaming path: the current batch
         self._static: dict[str, torch.Tensor] = {} # ... and the fixed buffers graphs read it from
@@ -317,20 +322,29 @@ class TrainStep:
             x = self.images.norm(x.to(self.device))
             y = self.images.on_device("labels").index_select(0, idx)
             g = self.images.on_device("groups").index_select(0, idx)
+            s = self.syn.rows(idx)
         else:
             x, y, g = self._inp["x"], self._inp["y"], self._inp["g"]
+            s = self._inp.get("s")
         gm = one_hot(self.algo.loss_group_ids(y, g), self.K) if self.K else None
         if not mixed:
+            self.syn.route(s)
             logits = self._logits(x)
-            return logits, y, gm
-        lab = one_hot(y, self.C)
+            return logits, self.syn.targets(y, s, self.C), gm, self.syn.weights(s)
+        lab = self.syn.labels(one_hot(y, self.C), s)
         if gm is not None:
             lab = torch.cat([lab, gm], 1)
+        if s is not None:  # a row's synthetic share is mixed like its label
+            lab = torch.cat([lab, s[:, None]], 1)
         x, lab = mix_batch(x, lab, t.pair.index_select(0, k).view(-1), t.img_w.index_select(0, k),
                            t.lab_w.index_select(0, k), t.box.index_select(0, k).view(-1))
+        if s is not None:
+            s, lab = lab[:, -1], lab[:, :-1]
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._logits(x), lab[:, :self.C], (lab[:, self.C:] if gm is not None else None)
+        self.syn.route(s)
+        return (self._logits(x), lab[:, :self.C], (lab[:, self.C:] if gm is not None else None),
+                self.syn.weights(s))
 
     def _logits(self, x):
         # graphs need autocast's weight-cast cache off (PyTorch CUDA-graph notes)
@@ -354,8 +368,12 @@ class TrainStep:
 
     def _step(self, group: str, mixed: bool) -> None:
         epoch = self._epoch
-        logits, targets, gm = self._forward_any(group, mixed)
-        loss = self.algo.loss(logits.float(), targets, gm, epoch)
+        self.syn.bind(self._tables[group].b, self.device)
+        logits, targets, gm, w = self._forward_any(group, mixed)
+        if w is None:
+            loss = self.algo.loss(logits.float(), targets, gm, epoch)
+        else:  # train.synthetic.loss_weight: weighted mean of the per-row losses
+            loss = weighted_mean(self.algo.row_loss(logits.float(), targets, gm, epoch), w)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -481,7 +499,7 @@ class TrainStep:
     def _load_batch(self, batch, group: str) -> None:
         """Streaming path: the DataLoader's batch becomes the step's input (copied into fixed
         buffers when a graph reads it)."""
-        new = {"x": batch.x, "y": batch.y, "g": batch.g}
+        new = {"x": batch.x, "y": batch.y, "g": batch.g, **self.syn.stream_rows(batch)}
         if self.mode != "graph" or group != "full":
             self._inp = new
             return

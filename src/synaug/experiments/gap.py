@@ -1,0 +1,269 @@
+"""Closing the gap to real data (issue 17): selection from more candidates and synthetic-aware
+training, each option alone on top of the paper recipe, and a combination chosen on validation.
+
+At the demo's configuration (:mod:`synaug.demo`: CIFAR-10-LT IF 100, head 400, ResNet-32, 22
+epochs, Stable Diffusion 1.4 images of ``shared-sd14``). Fixed rows: CE, the paper recipe with the
+SD 1.4 images, the paper recipe with held-out REAL images (the reference: the gap's far end).
+Every option of :data:`OPTIONS` is one more run: the paper recipe plus that option. The
+``combo`` row combines the options whose mean VALIDATION score (the final model's mean-class
+accuracy on the validation split) beats the paper recipe's; where two such options set the same
+thing (two selectors, two batch shares) the one with the better validation score is taken
+(:func:`choose_combo`). The test split decides nothing.
+
+Per seed every row shares one long-tailed draw (the demo's ``lt_seed``) and the seed of training
+and of the image draw, so differences are paired. The gap closed by a row is
+``(row - CE) / (held-out-real row - CE)`` of top-1, per seed, then mean ± std.
+
+Selection rows use the round-1 scorer: the paper recipe's own model (round 1 of the feedback
+loop trains exactly the paper recipe on the first-needed candidates, which are the paper row's
+images), so its trained model is copied into their ``scorer/train`` folder and resumed as
+finished; their wall time leaves that training out (a user running the loop alone pays it once).
+Not run by default: ``reproduce_cpu.py --only gap`` (about 15 runs per seed).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from pathlib import Path
+
+from .common import Context, compare, fmt, mean_std, merge, shot, top1
+
+TITLE = "Closing the gap to real data — selection from more candidates, synthetic-aware training"
+EPOCHS = 22                      # the demo's training epochs
+GOAL = 75.0                      # % of the CE -> held-out-real gap the chosen combination must close
+CANDIDATES = {"small": 10, "tiny": 2}
+PREFIX = "gap_"
+REF = {"ce": "CE (long-tailed real data)", "paper": "paper recipe, SD 1.4 images",
+       "real": "paper recipe, held-out REAL images (reference)"}
+
+
+def _sel(**kw) -> dict:
+    return {"generate": {"select": {"scorer": {"model": "round1"}, **kw}}}
+
+
+def _syn(**kw) -> dict:
+    return {"train": {"synthetic": kw}}
+
+
+#: option name -> (what it sets: options of one group do not combine, description, overrides)
+OPTIONS = {
+    "select_uncertain": ("select", "SD 1.4 candidates, keep the middle of the round-1 model's confidence",
+                         _sel(selector="confidence", keep="middle")),
+    "select_typical": ("select", "SD 1.4 candidates, keep those nearest the real class (round-1 features)",
+                       _sel(selector="typicality")),
+    "select_diverse": ("select", "SD 1.4 candidates, k-center coverage in round-1 feature space",
+                       _sel(selector="diversity")),
+    "select_typical_diverse": ("select", "SD 1.4 candidates, the typical half, then k-center",
+                               _sel(selector="typical-diverse")),
+    "loss_weight": ("loss_weight", "synthetic rows' loss weight 0.5", _syn(loss_weight=0.5)),
+    "smoothing": ("smoothing", "label smoothing 0.1 for synthetic rows", _syn(label_smoothing=0.1)),
+    "batch_share": ("share", "synthetic share 0.5 in every batch", _syn(batch_share=0.5)),
+    "share_schedule": ("share", "synthetic share 0.9 -> 0.25 over the epochs (synthetic first)",
+                       _syn(batch_share=0.9, batch_share_end=0.25)),
+    "separate_bn": ("separate_bn", "separate batch-norm statistics for synthetic rows", _syn(separate_bn=True)),
+    "color_match": ("color_match", "synthetic colour statistics matched to the real class", _syn(color_match="class")),
+    "ft_blocks": ("ft_blocks", "step 3 also fine-tunes the last block", {"finetune": {"train_blocks": 1}}),
+}
+#: the option rows the tiny (CI) scale runs: the selection pipeline and a last-layer variant (the
+#: training options are each tested on tiny data in tests/test_train_synthetic.py)
+TINY_OPTIONS = ("select_uncertain", "ft_blocks")
+REUSE = {PREFIX + "ft_blocks": PREFIX + "paper"}   # only the last-layer step differs
+
+
+def options(scale: str) -> list[str]:
+    return list(TINY_OPTIONS) if scale == "tiny" else list(OPTIONS)
+
+
+def _base(scale: str) -> dict[str, dict]:
+    from ..demo import variants
+
+    v = variants(1 if scale == "tiny" else EPOCHS, scale == "tiny", 0)   # as `synaug demo [--quick]`
+    out = {}
+    for key, name in (("ce", "ce"), ("paper", "synaug-sd14"), ("real", "synaug-pool")):
+        spec = copy.deepcopy(v[name])
+        spec.pop("name"), spec.pop("seed")
+        out[key] = spec
+    return out
+
+
+def option_spec(scale: str, names) -> dict:
+    """The paper recipe with the options ``names`` on top."""
+    spec = _base(scale)["paper"]
+    for n in names:
+        spec = merge(spec, OPTIONS[n][2])
+    if "generate" in spec and "select" in spec["generate"]:
+        spec["generate"]["select"]["candidates"] = CANDIDATES[scale]
+    spec["description"] = "paper recipe + " + ", ".join(OPTIONS[n][1] for n in names)
+    return spec
+
+
+def specs(scale: str) -> dict[str, dict]:
+    base = _base(scale)
+    out = {PREFIX + k: {**base[k], "description": REF[k]} for k in REF}
+    for n in OPTIONS:
+        out[PREFIX + n] = option_spec(scale, [n])
+    return out
+
+
+def runs(scale: str) -> list[str]:
+    return [PREFIX + k for k in REF] + [PREFIX + n for n in options(scale)]
+
+
+# ------------------------------------------------------------------------------ reading
+def val_score(run_dir: Path) -> float:
+    """Validation mean-class accuracy (%) of the run's final model: after the last-layer step when
+    there is one (``finetune.json``), else the selected epoch's (``train/summary.json``)."""
+    ft = run_dir / "finetune" / "finetune.json"
+    if ft.is_file():
+        return 100.0 * json.loads(ft.read_text())["val"]["mean_class"]
+    s = json.loads((run_dir / "train" / "summary.json").read_text())
+    return 100.0 * s["best_value"] if s.get("select_metric") == "mean_class" else float("nan")
+
+
+def prefill_scorer(runner, row: str) -> None:
+    """Round 1 of a selection row whose ``train`` section is the paper recipe's is the paper row's
+    training: copy it into the row's ``scorer/train`` (the scorer stage then resumes it as
+    finished: same config, same training rows)."""
+    src, dst = runner.dir / (PREFIX + "paper") / "train", runner.dir / row / "scorer" / "train"
+    if dst.exists() or not (src / "model.safetensors").is_file():
+        return
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("inputs.json", ".*.tmp"))
+
+
+def collect(runner, name: str) -> dict:
+    """One row of one seed: top-1, shots, validation score, wall time."""
+    spec, paper = runner.specs[name], runner.specs[PREFIX + "paper"]
+    if name != PREFIX + "paper" and "select" in (spec.get("generate") or {}) and spec["train"] == paper["train"]:
+        runner.run(PREFIX + "paper")
+        prefill_scorer(runner, name)
+    s = runner.run(name)
+    d = runner.dir / name
+    return {"top1": top1(s), **{b: shot(s, b) for b in ("many", "medium", "few")}, "val": val_score(d),
+            "seconds": runner.seconds(name)}
+
+
+def gap_closed(row: list[float], ce: list[float], real: list[float]) -> list[float]:
+    """Per seed, ``100 (row - CE) / (real - CE)``: the share of the CE -> held-out-real gap closed."""
+    return [100.0 * (r - c) / (h - c) if h != c else float("nan") for r, c, h in zip(row, ce, real)]
+
+
+def choose_combo(val: dict[str, list[float]], paper: list[float]) -> list[str]:
+    """The options whose mean validation score beats the paper recipe's; of options that set the
+    same thing (:data:`OPTIONS` group), the best by mean validation score. Validation only."""
+    p = mean_std(paper)[0]
+    best: dict[str, tuple[float, str]] = {}
+    for name, v in val.items():
+        m = mean_std(v)[0]
+        if not math.isnan(m) and m > p:
+            g = OPTIONS[name][0]
+            if g not in best or m > best[g][0]:
+                best[g] = (m, name)
+    return [n for n in OPTIONS if any(n == v[1] for v in best.values())]
+
+
+def effect(d: list[float]) -> str:
+    """A paired difference (row - paper, per seed) in words: helps / hurts / no clear effect."""
+    m, s = mean_std(d)
+    n = len(d)
+    if n > 1 and not math.isnan(s) and abs(m) < s / math.sqrt(n):
+        return "no clear effect (|mean| below its standard error)"
+    if all(x > 0 for x in d):
+        return "helps in every seed"
+    if all(x < 0 for x in d):
+        return "**hurts** in every seed"
+    return "helps on average" if m > 0 else "**hurts** on average"
+
+
+# ------------------------------------------------------------------------------ the section
+def analyse(runners, ctx: Context) -> tuple[list[str], float]:
+    names = runs(ctx.scale)
+    rows = {n: [collect(r, n) for r in runners] for n in names}
+    opts = options(ctx.scale)
+    val = {o: [x["val"] for x in rows[PREFIX + o]] for o in opts}
+    chosen = choose_combo(val, [x["val"] for x in rows[PREFIX + "paper"]])
+    combo = _combo_rows(runners, ctx.scale, chosen, rows)
+    if combo is not None:
+        rows[PREFIX + "combo"] = combo
+    col = lambda n, k: [x[k] for x in rows[n]]  # noqa: E731
+    ce, real, paper = col(PREFIX + "ce", "top1"), col(PREFIX + "real", "top1"), col(PREFIX + "paper", "top1")
+    md = _table(rows, opts, ce, real, paper, chosen)
+    md += _verdicts(rows, opts, ce, real, paper, chosen)
+    return md, 0.0
+
+
+def _combo_rows(runners, scale: str, chosen: list[str], rows: dict):
+    """Run the combination (more than one option), or reuse the row it equals (none: the paper
+    recipe; one option: that option's row)."""
+    if len(chosen) <= 1:
+        return rows[PREFIX + (chosen[0] if chosen else "paper")]
+    spec = option_spec(scale, chosen)
+    for r in runners:
+        r.specs[PREFIX + "combo"] = spec
+    return [collect(r, PREFIX + "combo") for r in runners]
+
+
+def _label(n: str) -> str:
+    key = n[len(PREFIX):]
+    if key in REF:
+        return REF[key]
+    return "combo (chosen on validation)" if key == "combo" else f"+ {OPTIONS[key][1]}"
+
+
+def _table(rows, opts, ce, real, paper, chosen) -> list[str]:
+    md = ["| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
+          "top-1 − paper (seeds positive) |", "|---|---|---|---|---|---|---|---|---|"]
+    order = [PREFIX + k for k in REF] + [PREFIX + o for o in opts] + ([PREFIX + "combo"] if PREFIX + "combo" in rows
+                                                                      else [])
+    fixed = [PREFIX + k for k in REF]
+    for n in order:
+        t = [x["top1"] for x in rows[n]]
+        d = [b - a for a, b in zip(paper, t)]
+        diff = "" if n in fixed else f"{fmt(d)} ({sum(x > 0 for x in d)}/{len(d)})"
+        gap = "–" if n == PREFIX + "ce" else fmt(gap_closed(t, ce, real), 1)
+        md.append(f"| {_label(n)} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
+                                                           ("many", "medium", "few"))
+                  + f" | {fmt([x['val'] for x in rows[n]])} | {fmt([x['seconds'] / 60 for x in rows[n]], 1)} | "
+                    f"{gap} | {diff} |")
+    md += ["", f"Combination rule (validation only): the options whose mean validation mean-class accuracy beats the "
+               f"paper recipe's, the best of each kind. Chosen: {', '.join(chosen) if chosen else 'none'}"
+               + ("" if len(chosen) > 1 else " — the combo row is " + (f"the `{chosen[0]}` row" if chosen else
+                                                                         "the paper recipe itself")) + ".",
+           "Selection rows: round-1 scorer = the paper row's model (fine-tuned), its training not counted in their "
+           "wall time. Gap closed = (row − CE) / (held-out-real row − CE) of top-1, per seed.", ""]
+    return md
+
+
+def _verdicts(rows, opts, ce, real, paper, chosen) -> list[str]:
+    t = lambda n: [x["top1"] for x in rows[n]]  # noqa: E731
+    combo = t(PREFIX + "combo") if PREFIX + "combo" in rows else paper
+    g_combo, g_paper = gap_closed(combo, ce, real), gap_closed(paper, ce, real)
+    m_combo = mean_std(g_combo)[0]
+    above = sum(c > p for c, p in zip(combo, paper))
+    met = m_combo >= GOAL and above == len(paper)
+    md = [f"- Paper recipe: closes {fmt(g_paper, 1)} % of the gap between CE and held-out real images."]
+    if met:
+        md.append(f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): **met** — "
+                  f"the combination closes {fmt(g_combo, 1)} %, above the paper recipe in {above}/{len(paper)} seeds.")
+    else:
+        short = [f"{GOAL - m_combo:.1f} points of gap closure short ({fmt(g_combo, 1)} % closed)"
+                 if m_combo < GOAL else f"{fmt(g_combo, 1)} % closed"]
+        if above < len(paper):
+            short.append(f"top-1 above the paper recipe in only {above}/{len(paper)} seeds")
+        md.append(f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): "
+                  f"**NOT met** — {'; '.join(short)}.")
+    nothing, hurt = [], []
+    for o in opts:
+        d = [b - a for a, b in zip(paper, t(PREFIX + o))]
+        e = effect(d)
+        md.append(f"- {OPTIONS[o][1]} (`{o}`): {e} — {compare('paper recipe', paper, o, t(PREFIX + o), 'top-1')[1]}.")
+        (hurt if "hurts" in e else nothing if "no clear" in e else []).append(o)
+    if nothing:
+        md.append(f"- Options that did nothing measurable: {', '.join(nothing)}.")
+    if hurt:
+        md.append(f"- Options that hurt: {', '.join(hurt)}.")
+    return md
+
+
+__all__ = ["OPTIONS", "choose_combo", "gap_closed", "effect", "specs", "runs", "analyse"]
