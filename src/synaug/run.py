@@ -1,6 +1,6 @@
 """``synaug run CONFIG``: the whole method, stage by stage, cached and resumable.
 
-inspect -> plan -> generate -> train (Mixup) -> last-layer fine-tune -> evaluate -> report.
+inspect -> plan -> [fit] -> generate -> train (Mixup) -> last-layer fine-tune -> evaluate -> report.
 A stage is skipped when its inputs (config section + upstream stage keys) are unchanged;
 generation and training resume their own partial work after a kill. The test split is read
 only by the evaluate stage.
@@ -21,6 +21,7 @@ from .errors import SynaugError
 from .io import check_writable, write_bytes_atomic, write_json_atomic
 from .manifest import Manifest
 from .generate.config import GenerateConfig
+from .generate.fit.config import FitConfig
 from .prepare import DataConfig, prepare
 from .stages import Stages, fingerprint
 from .train.config import FinetuneConfig, TrainConfig
@@ -48,6 +49,7 @@ class RunConfig(Strict):
     seed: int = 0                                  # seeds train / finetune / generate unless they set one
     data: DataConfig = Field(default_factory=DataConfig)
     plan: Optional[PlanStageConfig] = Field(default_factory=PlanStageConfig)
+    fit: Optional[FitConfig] = None                # fine-tune the generator on each class's real images
     generate: Optional[GenerateConfig] = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: Optional[FinetuneConfig] = None
@@ -64,6 +66,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         upd["finetune"] = cfg.finetune.model_copy(update={"seed": cfg.seed})
     if cfg.generate is not None and "seed" not in cfg.generate.model_fields_set:
         upd["generate"] = cfg.generate.model_copy(update={"seed": cfg.seed})
+    if cfg.fit is not None and "seed" not in cfg.fit.model_fields_set:
+        upd["fit"] = cfg.fit.model_copy(update={"seed": cfg.seed})
     out = cfg.model_copy(update=upd)
     if out.generate is not None and out.plan is None:
         raise SynaugError("config: 'generate' needs a 'plan' section")
@@ -91,8 +95,8 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
 # dotted keys holding paths; "maybe" keys also hold names (a Hugging Face id, a shipped
 # modifier list, a dataset option value) and are resolved only when the file exists there
 _PATH_KEYS = ("data.root", "data.manifest", "generate.pool.manifest", "generate.pool.root",
-              "generate.prompts", "train.data.cache_dir", "finetune.data.cache_dir")
-_MAYBE_PATH_KEYS = ("generate.model", "generate.modifiers", "generate.clip_filter.model")
+              "generate.prompts", "generate.adapters", "train.data.cache_dir", "finetune.data.cache_dir")
+_MAYBE_PATH_KEYS = ("generate.model", "generate.modifiers", "generate.clip_filter.model", "fit.model")
 _MAYBE_PATH_MAPS = ("data.options", "generate.pool.options")
 
 
@@ -183,6 +187,7 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
 
 def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     from .checks import check_data
+    from .generate.fit.stage import FitStage
     from .generate.runner import fingerprint as gen_fingerprint, generate
     from .inspect import histogram_png, inspect_manifest
     from .plan import Plan, apply_plan, make_plan
@@ -222,6 +227,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
             update={"manifest": str(pool_p), "name": gcfg.pool.name or "heldout-real"})})
     k_gen = fingerprint(k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
+    fit = FitStage(cfg, run_dir, k_plan, plan if gen_on else None, train_real)  # generate.fit: adapters
+    k_gen, gcfg = fit.key(k_gen), fit.generate_config(gcfg)
     syn_dir = run_dir / "synthetic"
     gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
     for w in check_data(cfg, real, plan, train_real):
@@ -262,7 +269,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         plan = Plan.read(plan_p)
         train_real = apply_plan(real, plan)
 
-    # ---------------------------------------------------------------- generate
+    # ---------------------------------------------------------------- fit + generate
+    fit.run(st, train_real)
     parts = [train_real.split("train", "val")]
     if gen_on:
         note = ""
@@ -388,7 +396,7 @@ def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
 # ---------------------------------------------------------------------------- CLI
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the whole method from one config (cached, resumable)",
-                       description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report")
+                       description="inspect -> plan -> [fit] -> generate -> train -> fine-tune -> evaluate -> report")
     p.add_argument("config", help="run config YAML (see configs/)")
     p.add_argument("--out", "-o", default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

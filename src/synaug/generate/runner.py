@@ -35,7 +35,7 @@ from .dist import DistInfo, barrier
 SHARD_DIR = "manifest"
 MERGED = "synthetic.parquet"
 _PART_RE = re.compile(r"^rank(\d+)-part(\d+)\.parquet$")
-_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file"]
+_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file", "adapter", "adapter_sha256"]
 
 
 # ---------------------------------------------------------------------------- setup
@@ -71,16 +71,22 @@ def build_generator(plan: Plan, cfg: GenerateConfig, real_manifest: Manifest | N
         return load_pool(plan, cfg)
     from .diffusers_backend import Img2ImgGenerator, Txt2ImgGenerator, load_pipeline
 
+    from .fit.apply import with_adapters
+
     if cfg.backend == "img2img":
         if real_manifest is None:
             raise SynaugError("backend img2img needs the real manifest (--real-manifest) for guidance images")
-        return Img2ImgGenerator(load_pipeline(cfg, "img2img", device), cfg, plan, real_manifest)
-    return Txt2ImgGenerator(load_pipeline(cfg, "txt2img", device), cfg)
+        return with_adapters(Img2ImgGenerator(load_pipeline(cfg, "img2img", device), cfg, plan, real_manifest), cfg, plan)
+    return with_adapters(Txt2ImgGenerator(load_pipeline(cfg, "txt2img", device), cfg), cfg, plan)
 
 
 def fingerprint(plan: Plan, cfg: GenerateConfig) -> dict:
     """What decides the images: plan + result-relevant config (not batch size / device)."""
     conf = {k: v for k, v in dump(cfg).items() if k not in NON_RESULT_KEYS}
+    if cfg.adapters:  # the adapters' content, not only their folder, decides the images
+        from .fit.store import adapters_digest
+
+        conf["adapters_digest"] = adapters_digest(cfg.adapters)
     plan_d = {k: v for k, v in plan.to_dict().items() if k not in ("total_real", "drop_real")}
     digest = hashlib.sha256(json.dumps([conf, plan_d], sort_keys=True).encode()).hexdigest()
     return {"version": 1, "digest": digest, "config": conf}
@@ -113,8 +119,9 @@ def _read_rows(out_dir: Path) -> dict[str, dict]:
             df = pd.read_parquet(f)
         except FileNotFoundError:
             continue
-        if "source_file" not in df.columns:  # written before provenance was recorded
-            df["source_file"] = ""
+        for col in ("source_file", "adapter", "adapter_sha256"):  # written before they were recorded
+            if col not in df.columns:
+                df[col] = ""
         rows.update({r["path"]: r for r in df[_ROW_COLS].to_dict("records")})
     return rows
 
@@ -292,9 +299,8 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
 def provenance(gen, it: Item) -> dict:
     """``generator`` and ``source_file`` of one image: the backend's name and no source file,
     unless the backend records more (the pool names the image it copied and who made it)."""
-    if hasattr(gen, "provenance"):
-        return gen.provenance(it)
-    return {"generator": gen.name, "source_file": ""}
+    base = {"generator": gen.name, "source_file": "", "adapter": "", "adapter_sha256": ""}
+    return {**base, **gen.provenance(it)} if hasattr(gen, "provenance") else base
 
 
 def _make_batch(batch: list[Item], gen, scorer, cfg: GenerateConfig):
@@ -342,7 +348,8 @@ def merge(plan: Plan, items: Sequence[Item], out_dir: Path, complete_required: b
         records.append({"path": it.path, "label": c.label, "class_name": c.class_name, "group": c.group,
                         "group_name": c.group_name if c.group >= 0 else "", "split": "train",
                         "source": "synthetic", "prompt": r["prompt"], "seed": int(r["seed"]),
-                        "generator": r["generator"], "source_file": r["source_file"]})
+                        "generator": r["generator"], "source_file": r["source_file"],
+                        **({"adapter": r["adapter"], "adapter_sha256": r["adapter_sha256"]} if r["adapter"] else {})})
     m = Manifest.from_records(records, plan.classes, {"synthetic": out_dir}, plan.groups)
     m.write(out_dir / MERGED)
     for p in _part_files(out_dir):
