@@ -7,8 +7,9 @@ pipeline and of the full-size Stable Diffusion 1.5 architecture with random weig
   frozen weights into the adapter), after one warm-up step, for each method asked;
 * FLOPs of one step are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the
   ``meta`` device (no compute) at the measured sizes and at 512 px;
-* projections (NOT measurements): 512 px time on this device = measured time x FLOP ratio
-  (the check: the ratio between the two measured sizes is printed beside their FLOP ratio);
+* projections (NOT measurements): 512 px time on this device from a line t = a + b x FLOPs
+  through the two measured sizes (on the CPU a small step is bound by reading the frozen
+  weights, not by FLOPs: the printed time and FLOP ratios between the sizes show it);
   GPU time = FLOPs / (``--gpu-tflops`` x ``--mfu``), an assumed sustained rate; the time to fit
   ``--classes`` adapters of ``--steps-per-class`` steps (prior preservation doubles the batch);
 * memory at 512 px: :mod:`synaug.generate.fit.memory`'s estimate (weights + adapter/optimizer +
@@ -173,32 +174,38 @@ def main() -> None:
 
 
 def _projection(results, args, sizes, cuda: bool) -> None:
+    """512 px on this device: t = a + b * FLOPs fitted through the two largest measured sizes
+    (a = the cost that does not grow with the image: reading the 860M frozen weights forward
+    and backward, Python overhead), or the FLOP ratio when only one size was measured."""
+    import torch
+
+    from synaug.generate.fullsize import ARCHS
+
     print("\nPROJECTIONS (not measurements):")
     for method in args.methods:
         sd = [r for r in results if r[0] == method and r[1] == "sd15" and r[3] == args.batch_sizes[0]]
         if not sd:
             continue
-        if len(sd) >= 2:
-            (_, _, s0, _, t0, f0), (_, _, s1, _, t1, f1) = sd[0], sd[-1]
-            print(f"  [{method}] check of the FLOP scaling on this device: {s0} -> {s1} px took {t1 / t0:.2f}x "
-                  f"the time for {f1 / f0:.2f}x the FLOPs")
-        _, _, size, b, t, fl = sd[-1]
-        from synaug.generate.fullsize import ARCHS
-
-        import torch
-
+        b = sd[-1][3]
         f512 = step_flops(ARCHS["sd15"]["unet"], ARCHS["sd15"]["vae"], method, 4, b, 512, torch.float16, 768)
-        here = t * f512 / fl
+        if len(sd) >= 2:
+            (_, _, s0, _, t0, f0), (_, _, s1, _, t1, f1) = sd[-2], sd[-1]
+            per_flop = max((t1 - t0) / (f1 - f0), 0.0)
+            fixed = t1 - per_flop * f1
+            here = fixed + per_flop * f512
+            how = (f"{s0} -> {s1} px took {t1 / t0:.2f}x the time for {f1 / f0:.2f}x the FLOPs: fixed {fixed:.1f} s "
+                   f"+ {per_flop * 1e9:.4f} s/GFLOP")
+        else:
+            (_, _, s1, _, t1, f1) = sd[-1]
+            here, how = t1 * f512 / f1, f"FLOP ratio from {s1} px"
         total = args.classes * args.steps_per_class
-        print(f"  [{method}] one step at 512 px, batch {b}: {f512 / 1e12:.2f} TFLOP; on this device "
-              f"~{here:.0f} s/step (x FLOP ratio from {size} px); {args.classes} classes x {args.steps_per_class} "
-              f"steps: ~{total * here / 86400:.0f} days here")
+        print(f"  [{method}] one step at 512 px, batch {b}: {f512 / 1e12:.2f} TFLOP; on this device ~{here:.0f} s/step "
+              f"({how}); {args.classes} classes x {args.steps_per_class} steps: ~{total * here / 86400:.0f} days")
         for mfu in args.mfu:
             g = f512 / (args.gpu_tflops * 1e12 * mfu)
             print(f"  [{method}] GPU at {args.gpu_tflops:.0f} TFLOP/s x {mfu:.0%}: {g * 1e3:.0f} ms/step, "
                   f"{args.classes} classes x {args.steps_per_class} steps = {total * g / 3600:.1f} h "
                   f"({2 * total * g / 3600:.1f} h with prior preservation, batch doubled)")
-
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from synaug.errors import SynaugError
 from synaug.generate import GenerateConfig, generate
-from synaug.generate.fit import AdapterSet, FitConfig, fit
+from synaug.generate.fit import FitConfig, fit
 from synaug.generate.fit.data import ImageBank, Unit, make_units
 from synaug.generate.fit.model import FitModel, load_fit_pipeline, make_adapter
 from synaug.generate.fit.step import Batch, diffusion_loss
@@ -445,3 +445,21 @@ def test_units_never_hold_val_or_test_rows():
     for per in ("class", "dataset"):
         for u in make_units(m, per, ["cat", "dog"]):
             assert isinstance(u, Unit) and set(u.rows.df["split"]) == {"train"} and len(u.rows) in (2, 4)
+
+
+def test_peft_lower_bound_is_installed_and_enough_for_diffusers():
+    """pyproject's ``peft>=`` bound (0.18.0: the tests pass with it; 0.17.0 does not import beside
+    transformers 5) is met, and is at least what the installed diffusers asks for."""
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from diffusers.utils.constants import MIN_PEFT_VERSION
+    from packaging.version import Version
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    bounds = set(re.findall(r'"peft>=([\d.]+)"', text))
+    assert len(bounds) == 1 and text.count('"peft>=') == 2  # the gen and test extras
+    bound = Version(bounds.pop())
+    assert Version(version("peft")) >= bound >= Version(MIN_PEFT_VERSION)
+

@@ -77,6 +77,13 @@ class FitConfig(Strict):
             raise ValueError("must not be empty")
         return v
 
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, v):
+        if v is not None and v % 8:
+            raise ValueError("must be a multiple of 8 (the VAE and UNet halve it several times)")
+        return v
+
     @model_validator(mode="after")
     def _prior_needs_dreambooth(self):
         if self.prior_preservation and self.method != "dreambooth_lora":

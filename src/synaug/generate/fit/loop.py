@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import dump
 from ...io import write_bytes_atomic, write_json_atomic
 from ...manifest import Manifest
 from ...prompts import display_name
 from ..base import derive_seed, png_bytes
 from . import checkpoint as ckpt
-from .config import FitConfig
+from .config import NON_RESULT_KEYS
 from .data import ImageBank, Order, Unit, caption, safe_name, subject
 from .model import FitModel, make_adapter
 from .step import Batch, diffusion_loss, fixed_draw_loss
@@ -214,6 +215,7 @@ def _finish(uf: UnitFit, adapter, digest: str, losses: list, before: float, afte
     rows["draws"] = uf.draws
     Manifest(rows, unit.rows.classes, unit.rows.roots, unit.rows.groups).write(d / IMAGES)
     rec = {"version": 1, "unit": unit.key, "digest": digest, "method": cfg.method, "kind": adapter.kind,
+           "config": {k: v for k, v in dump(cfg).items() if k not in NON_RESULT_KEYS},
            "classes": {c: {"file": files[c], "sha256": sha256_file(d / files[c]),
                            "subject": subject(cfg.method, c, cfg.identifier),
                            "images": int((rows["class_name"] == c).sum())} for c in unit.classes},
