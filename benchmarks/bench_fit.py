@@ -4,7 +4,9 @@ pipeline and of the full-size Stable Diffusion 1.5 architecture with random weig
 
 * the step timed is the one ``synaug fit`` runs (``synaug.generate.fit.step.diffusion_loss`` +
   the AdamW update of ``loop._update``: VAE encode, noise, UNet forward and backward through the
-  frozen weights into the adapter), after one warm-up step, for each method asked;
+  frozen weights into the adapter), the fastest of ``--steps`` after one warm-up step, for each
+  method asked; on the CPU both wall seconds and process CPU seconds are printed, and the
+  projections use CPU seconds / threads (what an idle machine would take: this one is shared);
 * FLOPs of one step are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the
   ``meta`` device (no compute) at the measured sizes and at 512 px;
 * projections (NOT measurements): 512 px time on this device from a line t = a + b x FLOPs
@@ -12,11 +14,12 @@ pipeline and of the full-size Stable Diffusion 1.5 architecture with random weig
   weights, not by FLOPs: the printed time and FLOP ratios between the sizes show it);
   GPU time = FLOPs / (``--gpu-tflops`` x ``--mfu``), an assumed sustained rate; the time to fit
   ``--classes`` adapters of ``--steps-per-class`` steps (prior preservation doubles the batch);
+* on CUDA, the peak memory allocated during the timed steps (``torch.cuda.max_memory_allocated``);
 * memory at 512 px: :mod:`synaug.generate.fit.memory`'s estimate (weights + adapter/optimizer +
   activations the backward keeps, counted on ``meta``), fp16 and fp32, batch 1 and 4, with and
   without gradient checkpointing.
 
-    .venv/bin/python benchmarks/bench_fit.py                 # CPU: tiny at 32 px, sd15 at 64 and 128 px
+    .venv/bin/python benchmarks/bench_fit.py                 # CPU: tiny at 32 px, sd15 at 64 and 256 px
     .venv/bin/python benchmarks/bench_fit.py --device cuda --sd15-sizes 512 --batch-sizes 1 2 4 --dtype fp16
 """
 from __future__ import annotations
@@ -45,10 +48,10 @@ def _model(arch: str, method: str, dev: str, dtype: str, checkpointing: bool):
     return FitModel(load_fit_pipeline(cfg, dev), cfg, dev), cfg
 
 
-def time_steps(model, method: str, size: int, batch: int, steps: int, folder: Path) -> float:
-    """Seconds per optimizer step (median of ``steps`` after one warm-up step)."""
-    import statistics
-
+def time_steps(model, method: str, size: int, batch: int, steps: int, folder: Path) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds) per optimizer step, the fastest of ``steps`` after one
+    warm-up step, and the peak CUDA memory allocated (0 on the CPU). Other load on a shared machine adds wall time; CPU seconds (all threads)
+    barely move with it, and on an idle machine wall ~ CPU / threads for a compute-bound step."""
     import torch
 
     from synaug.generate.fit.data import ImageBank, make_units
@@ -63,18 +66,24 @@ def time_steps(model, method: str, size: int, batch: int, steps: int, folder: Pa
     adapter = make_adapter(model, unit)
     opt = torch.optim.AdamW(adapter.params().values(), lr=1e-4, weight_decay=1e-2)
     cap = "a photo of <cat>" if method == "textual_inversion" else "a photo of cat"
-    times = []
+    times, cpu = [], []
+    cuda = model.device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(model.device)
     for s in range(steps + 1):
         gen = torch.Generator().manual_seed(s)
         idx = [(s * batch + i) % len(bank) for i in range(batch)]
         _sync(model.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = diffusion_loss(model, adapter, Batch(bank.batch(idx, [False] * batch), [cap] * batch, batch), gen)
         _update(loss, adapter.params(), opt, None, 1.0)
         _sync(model.device)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    peak = torch.cuda.max_memory_allocated(model.device) if cuda else 0
     adapter.close()
-    return statistics.median(times[1:])
+    return min(times[1:]), min(cpu[1:]), peak
 
 
 def step_flops(unet_config: dict, vae_config: dict, method: str, rank: int, batch: int, size: int, dtype,
@@ -113,15 +122,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--methods", nargs="+", default=["lora", "textual_inversion"])
     ap.add_argument("--tiny-size", type=int, default=32)
-    ap.add_argument("--sd15-sizes", type=int, nargs="+", default=None, help="default 64 128 (CPU), 512 (CUDA)")
+    ap.add_argument("--sd15-sizes", type=int, nargs="+", default=None, help="default 64 256 (CPU), 512 (CUDA)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     ap.add_argument("--dtype", default="auto", help="fit mixed_precision: auto | no | bf16 | fp16")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per point (after one warm-up)")
     ap.add_argument("--no-sd15", action="store_true")
     ap.add_argument("--gpu-tflops", type=float, default=989.0,
                     help="peak dense fp16 TFLOP/s of the GPU projected to (989: H100 SXM, NVIDIA's datasheet)")
-    ap.add_argument("--mfu", type=float, nargs="+", default=[0.2, 0.4],
-                    help="assumed sustained share of that peak (a range)")
+    ap.add_argument("--mfu", type=float, nargs="+", default=[0.05, 0.2, 0.4],
+                    help="assumed sustained share of that peak (a range: a batch-1 step is mostly far from peak)")
     ap.add_argument("--classes", type=int, default=100, help="adapters of the projection (CIFAR-100)")
     ap.add_argument("--steps-per-class", type=int, default=500)
     args = ap.parse_args()
@@ -134,7 +143,7 @@ def main() -> None:
 
     dev = resolve_device(args.device)
     cuda = dev.startswith("cuda")
-    sizes = args.sd15_sizes or ([512] if cuda else [64, 128])
+    sizes = args.sd15_sizes or ([512] if cuda else [64, 256])
     print(f"device {dev} ({torch.cuda.get_device_name(0) if cuda else 'CPU'}), torch threads "
           f"{torch.get_num_threads()}, fit mixed_precision {args.dtype}")
     results = []
@@ -149,12 +158,14 @@ def main() -> None:
                     print(f"[{method}] built random:{arch} in {time.perf_counter() - t0:.1f} s")
                 model, cfg = models[arch]
                 for b in args.batch_sizes:
-                    s = time_steps(model, method, size, b, args.steps, Path(tmp) / f"{arch}-{method}-{size}-{b}")
+                    s, c, peak = time_steps(model, method, size, b, args.steps, Path(tmp) / f"{arch}-{method}-{size}-{b}")
                     fl = step_flops(dict(model.unet.config), dict(model.vae.config), method, cfg.rank, b, size,
                                     model.dtype, model.unet.config.cross_attention_dim)
-                    results.append((method, arch, size, b, s, fl))
-                    print(f"  {method:17s} {arch:5s} {size:4d} px batch {b}: {s:8.3f} s/step  "
-                          f"{fl / 1e9:9.1f} GFLOP/step  {fl / s / 1e9:7.1f} GFLOP/s")
+                    t = s if cuda else c / torch.get_num_threads()  # CPU: contention-free estimate
+                    results.append((method, arch, size, b, t, fl))
+                    print(f"  {method:17s} {arch:5s} {size:4d} px batch {b}: {s:8.3f} s/step wall, {c:8.3f} CPU-s/step "
+                          f"({t:.3f} s/step at {torch.get_num_threads()} busy threads)  {fl / 1e9:9.1f} GFLOP/step  "
+                          f"{fl / t / 1e9:7.1f} GFLOP/s" + (f"  peak {peak / GiB:.2f} GiB" if cuda else ""))
             models.clear()
     _projection(results, args, sizes, cuda)
     if not args.no_sd15:

@@ -70,8 +70,7 @@ def build_generator(plan: Plan, cfg: GenerateConfig, real_manifest: Manifest | N
 
         return load_pool(plan, cfg)
     from .diffusers_backend import Img2ImgGenerator, Txt2ImgGenerator, load_pipeline
-
-    from .fit.apply import with_adapters
+    from .fit.apply import with_adapters  # generate.adapters: each class by its fitted adapter
 
     if cfg.backend == "img2img":
         if real_manifest is None:
@@ -297,8 +296,9 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
 
 
 def provenance(gen, it: Item) -> dict:
-    """``generator`` and ``source_file`` of one image: the backend's name and no source file,
-    unless the backend records more (the pool names the image it copied and who made it)."""
+    """``generator``, ``source_file`` and ``adapter`` (+ sha256) of one image: the backend's name,
+    no source file, no adapter, unless the backend records more (the pool names the image it
+    copied and who made it; fitted adapters name their file and the prompt they really used)."""
     base = {"generator": gen.name, "source_file": "", "adapter": "", "adapter_sha256": ""}
     return {**base, **gen.provenance(it)} if hasattr(gen, "provenance") else base
 
