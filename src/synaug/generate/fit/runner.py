@@ -94,10 +94,7 @@ def fit(real: Manifest, cfg: FitConfig, out_dir: str | Path, classes: Sequence[s
     check_only : bool
         Load the model, print units and the memory estimate, return the estimate; fit nothing.
     """
-    from ..diffusers_backend import native_size, resolve_device
-    from .apply import unet_arch
-    from .memory import describe, device_free, estimate
-    from .model import FitModel, load_fit_pipeline
+    from ..diffusers_backend import resolve_device
 
     dist = dist or DistInfo()
     out_dir = Path(out_dir)
@@ -108,17 +105,7 @@ def fit(real: Manifest, cfg: FitConfig, out_dir: str | Path, classes: Sequence[s
         raise SynaugError(f"{out_dir} holds a fit with different {', '.join(changed)}; rerun with the same config "
                           "to resume, or use a new --out")
     device = resolve_device(cfg.device, dist.local_rank)
-    model = FitModel(load_fit_pipeline(cfg, device), cfg, device)
-    res = cfg.resolution or native_size(model.pipe)
-    arch = unet_arch(model.pipe)
-    est = {}
-    if dist.rank == 0:
-        for w in warnings:
-            print(f"synaug: warning: {w}", file=sys.stderr)
-        est = estimate(model, res, max(len(u.classes) for u in units) if cfg.per == "dataset" else 1)
-        print(describe(est, device_free(device)), file=sys.stderr)
-        print(f"fit: {len(units)} adapter(s), {cfg.method} per {cfg.per}, {cfg.steps} steps each, {res} px, "
-              f"batch {cfg.batch_size}, on {device}", file=sys.stderr)
+    model, res, arch, est = _load(cfg, device, units, warnings if dist.rank == 0 else None)
     if check_only:
         return est
     if dist.rank == 0:
@@ -136,6 +123,32 @@ def fit(real: Manifest, cfg: FitConfig, out_dir: str | Path, classes: Sequence[s
         _index(out_dir, cfg, fp, units, {"template": template, "task": task, "resolution": res, "arch": arch}, progress)
     barrier(dist)
     return AdapterSet.read(out_dir)
+
+
+def _load(cfg: FitConfig, device: str, units: list[Unit], warnings: list[str] | None):
+    """The model, training side, architecture and memory estimate; the preflight lines are
+    printed when ``warnings`` is given (rank 0)."""
+    from ..diffusers_backend import native_size
+    from .apply import unet_arch
+    from .memory import GiB, describe, device_free, estimate
+    from .model import FitModel, load_fit_pipeline
+
+    model = FitModel(load_fit_pipeline(cfg, device), cfg, device)
+    res = cfg.resolution or native_size(model.pipe)
+    if warnings is None:
+        return model, res, unet_arch(model.pipe), {}
+    for w in warnings:
+        print(f"synaug: warning: {w}", file=sys.stderr)
+    est = estimate(model, res, max(len(u.classes) for u in units) if cfg.per == "dataset" else 1)
+    free = device_free(device)
+    print(describe(est, free), file=sys.stderr)
+    if free is not None and est["total"] > free:
+        print(f"synaug: warning: the fit may not fit in the {free / GiB:.1f} GiB free on {device}: set "
+              "gradient_checkpointing: true, a smaller batch_size or resolution, or mixed_precision fp16",
+              file=sys.stderr)
+    print(f"fit: {len(units)} adapter(s), {cfg.method} per {cfg.per}, {cfg.steps} steps each, {res} px, "
+          f"batch {cfg.batch_size}, on {device}", file=sys.stderr)
+    return model, res, unet_arch(model.pipe), est
 
 
 def _index(out_dir: Path, cfg: FitConfig, fp: dict, units: list[Unit], about: dict, progress: bool) -> None:
