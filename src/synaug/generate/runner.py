@@ -41,7 +41,7 @@ from .dist import DistInfo, barrier
 SHARD_DIR = "manifest"
 MERGED = "synthetic.parquet"
 _PART_RE = re.compile(r"^rank(\d+)-part(\d+)\.parquet$")
-_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file", "item_key"]
+_ROW_COLS = ["path", "seed", "prompt", "generator", "source_file", "item_key", "adapter", "adapter_sha256"]
 # what the prompt already holds, or (pool) the file an image copies: not part of an image's key
 _PROMPT_KEYS = {"task", "template", "modifiers", "prompts"}
 _POOL_SOURCE_KEYS = {"manifest", "dataset", "root", "options", "split", "name", "match_groups", "replacement"}
@@ -79,17 +79,22 @@ def build_generator(plan: Plan, cfg: GenerateConfig, real_manifest: Manifest | N
 
         return load_pool(plan, cfg)
     from .diffusers_backend import Img2ImgGenerator, Txt2ImgGenerator, load_pipeline
+    from .fit.apply import with_adapters  # generate.adapters: each class by its fitted adapter
 
     if cfg.backend == "img2img":
         if real_manifest is None:
             raise SynaugError("backend img2img needs the real manifest (--real-manifest) for guidance images")
-        return Img2ImgGenerator(load_pipeline(cfg, "img2img", device), cfg, plan, real_manifest)
-    return Txt2ImgGenerator(load_pipeline(cfg, "txt2img", device), cfg)
+        return with_adapters(Img2ImgGenerator(load_pipeline(cfg, "img2img", device), cfg, plan, real_manifest), cfg, plan)
+    return with_adapters(Txt2ImgGenerator(load_pipeline(cfg, "txt2img", device), cfg), cfg, plan)
 
 
 def fingerprint(plan: Plan, cfg: GenerateConfig) -> dict:
     """What decides the images: plan + result-relevant config (not batch size / device)."""
     conf = {k: v for k, v in dump(cfg).items() if k not in NON_RESULT_KEYS}
+    if cfg.adapters:  # the adapters' content, not only their folder, decides the images
+        from .fit.store import adapters_digest
+
+        conf["adapters_digest"] = adapters_digest(cfg.adapters)
     plan_d = {k: v for k, v in plan.to_dict().items() if k not in ("total_real", "drop_real")}
     digest = hashlib.sha256(json.dumps([conf, plan_d], sort_keys=True).encode()).hexdigest()
     return {"version": 1, "digest": digest, "config": conf}
@@ -104,13 +109,26 @@ def item_keys(items: Sequence[Item], cfg: GenerateConfig, gen) -> list[str]:
         conf["pool"] = {k: v for k, v in conf["pool"].items() if k not in _POOL_SOURCE_KEYS}
     base = json.dumps(conf, sort_keys=True)
     ident = getattr(gen, "identity", None)
+    adapter = _adapter_of_class(cfg)
     out = []
     for it in items:
         c = it.cell
         blob = json.dumps([base, c.key, c.class_name, c.group_name, it.index, it.seed, it.prompt,
-                           ident(it) if ident else ""])
+                           ident(it) if ident else "", adapter(c.class_name)])
         out.append(hashlib.sha256(blob.encode()).hexdigest()[:24])
     return out
+
+
+def _adapter_of_class(cfg: GenerateConfig):
+    """class name -> the sha256 of the adapter that makes its images ("" without adapters): a
+    re-fitted class's images are made again, the others kept."""
+    if not cfg.adapters:
+        return lambda name: ""
+    from .fit.store import AdapterSet
+
+    aset = AdapterSet.read(cfg.adapters)
+    known = set(aset.classes)
+    return lambda name: aset.entry(name).sha256 if name in known else ""
 
 
 def _previous(out_dir: Path) -> dict | None:
@@ -152,10 +170,9 @@ def _read_rows(out_dir: Path) -> dict[str, dict]:
             df = pd.read_parquet(f)
         except FileNotFoundError:
             continue
-        if "source_file" not in df.columns:  # written before provenance was recorded
-            df["source_file"] = ""
-        if "item_key" not in df.columns:  # written before images had keys
-            df["item_key"] = ""
+        for col in ("source_file", "item_key", "adapter", "adapter_sha256"):  # written before they were recorded
+            if col not in df.columns:
+                df[col] = ""
         rows.update({r["path"]: r for r in df[_ROW_COLS].to_dict("records")})
     return rows
 
@@ -374,11 +391,11 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
 
 
 def provenance(gen, it: Item) -> dict:
-    """``generator`` and ``source_file`` of one image: the backend's name and no source file,
-    unless the backend records more (the pool names the image it copied and who made it)."""
-    if hasattr(gen, "provenance"):
-        return gen.provenance(it)
-    return {"generator": gen.name, "source_file": ""}
+    """``generator``, ``source_file`` and ``adapter`` (+ sha256) of one image: the backend's name,
+    no source file, no adapter, unless the backend records more (the pool names the image it
+    copied and who made it; fitted adapters name their file and the prompt they really used)."""
+    base = {"generator": gen.name, "source_file": "", "adapter": "", "adapter_sha256": ""}
+    return {**base, **gen.provenance(it)} if hasattr(gen, "provenance") else base
 
 
 def _make_batch(batch: list[Item], gen, scorer, cfg: GenerateConfig):
@@ -432,7 +449,8 @@ def merge(plan: Plan, items: Sequence[Item], out_dir: Path, complete_required: b
                         "group_name": c.group_name if c.group >= 0 else "", "split": "train",
                         "source": "synthetic", "prompt": r["prompt"], "seed": int(r["seed"]),
                         "generator": r["generator"], "source_file": r["source_file"],
-                        "item_key": keys[it.order] if keys is not None else r["item_key"]})
+                        "item_key": keys[it.order] if keys is not None else r["item_key"],
+                        **({"adapter": r["adapter"], "adapter_sha256": r["adapter_sha256"]} if r["adapter"] else {})})
     m = Manifest.from_records(records, plan.classes, {"synthetic": out_dir}, plan.groups)
     m.write(out_dir / MERGED)
     for p in _part_files(out_dir):
