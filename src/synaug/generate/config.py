@@ -181,7 +181,7 @@ class GenerateConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):  # at its default, the newer section leaves cached runs' keys unchanged
-        return drop_defaults(self, handler(self), ("select",))
+        return drop_defaults(self, handler(self), ("select", "adapters"))
 
     @field_validator("model")
     @classmethod
