@@ -115,9 +115,9 @@ def test_fit_stage_is_cached_and_a_changed_fit_redoes_what_follows(sd, tmp_path)
     ({"fit": {"template": "a {modifier} photo of {class}"}}, "uses {modifier}, which real images do not carry"),
 ])
 def test_run_refuses_a_fit_that_cannot_work_before_any_stage(sd, tmp_path, change, message):
-    from synaug.run import _deep_merge
+    from synaug.runconfig import deep_merge
 
-    base = _deep_merge(_tiny(sd), change)
+    base = deep_merge(_tiny(sd), change)
     if "pool" in str(change):
         base["data"]["imbalance_factor"] = 2.5
     out = tmp_path / "run"

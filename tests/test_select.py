@@ -19,7 +19,8 @@ import yaml
 from synaug.errors import SynaugError
 from synaug.generate import GenerateConfig, generate
 from synaug.generate.config import SelectConfig
-from synaug.generate.select import (candidate_plan, first_rows, k_center, select_cell, typicality)
+from synaug.generate.candidates import candidate_plan, first_rows
+from synaug.generate.select import k_center, select_cell, typicality
 from synaug.manifest import Manifest
 from synaug.plan import Cell, Plan
 from synaug.train.toydata import make_toy_manifest

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections import Counter
 
     from .plan import Plan
-    from .run import RunConfig
+    from .runconfig import RunConfig
     from .train.config import TrainConfig
 
 # modifiers values that name shipped lists, not files

@@ -16,7 +16,7 @@ from .errors import SynaugError
 # module path -> it exposes ``register(subparsers)``; order is the order in --help
 COMMAND_MODULES = [
     "synaug.inspect",
-    "synaug.manifest",
+    "synaug.data.read",
     "synaug.plan",
     "synaug.generate.cli",
     "synaug.generate.fit.cli",
@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 # command -> the module that registers it: `synaug plan ...` imports only synaug.plan (no torch:
 # ~0.5 s instead of ~2.5 s to start). --help, or a command missing here, imports every module.
-_COMMAND_HOME = {"inspect": "synaug.inspect", "manifest": "synaug.manifest", "plan": "synaug.plan", "generate": "synaug.generate.cli",
+_COMMAND_HOME = {"inspect": "synaug.inspect", "manifest": "synaug.data.read", "plan": "synaug.plan", "generate": "synaug.generate.cli",
                  "fit": "synaug.generate.fit.cli", "train": "synaug.train.cli", "finetune": "synaug.train.cli", "evaluate": "synaug.train.cli",
                  "run": "synaug.run", "demo": "synaug.demo", "report": "synaug.report.cli",
                  "sweep": "synaug.sweep"}

@@ -32,7 +32,8 @@ from .config import Strict
 from .data import load_dataset, make_long_tail
 from .data.files import check_manifest_images, size_counts
 from .errors import SynaugError
-from .manifest import Manifest, read_manifest
+from .data.read import read_manifest
+from .manifest import Manifest
 
 
 class DataConfig(Strict):

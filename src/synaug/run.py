@@ -13,90 +13,16 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, Optional
 
-from pydantic import Field
-
-from .config import Strict, dump, save_resolved
+from .config import dump, save_resolved
 from .errors import SynaugError
 from .io import check_writable, write_bytes_atomic, write_json_atomic
 from .manifest import Manifest
 from .generate.config import GenerateConfig
-from .generate.fit.config import FitConfig
-from .prepare import DataConfig, data_key, prepare
+from .prepare import data_key, prepare
+from .runconfig import RunConfig, load_run_config, resolve  # noqa: F401 (synaug.run.load_run_config, public)
 from .stages import Stages, fingerprint
-from .train.config import FinetuneConfig, TrainConfig
-
-
-class PlanStageConfig(Strict):
-    mode: Literal["class", "cell", "agnostic", "spurious", "replace-class", "replace-ratio"] = "class"
-    target: Optional[int] = Field(None, ge=0)
-    k: Optional[int] = Field(None, ge=0)
-    classes: Optional[list[str]] = None
-    ratio: Optional[float] = Field(None, ge=0, le=1)
-    equalize_groups: bool = False
-    seed: int = 0
-
-
-class EvalConfig(Strict):
-    device: str = "auto"
-
-
-class RunConfig(Strict):
-    """A whole SYNAuG (or baseline) run. ``plan``/``generate``/``finetune`` null = stage off."""
-
-    name: str = "run"
-    description: str = ""
-    seed: int = 0                                  # seeds train / finetune / generate unless they set one
-    data: DataConfig = Field(default_factory=DataConfig)
-    plan: Optional[PlanStageConfig] = Field(default_factory=PlanStageConfig)
-    fit: Optional[FitConfig] = None                # fine-tune the generator on each class's real images
-    generate: Optional[GenerateConfig] = None
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    finetune: Optional[FinetuneConfig] = None
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    generator_note: str = ""                       # what played the generator, said in the report
-
-
-def resolve(cfg: RunConfig) -> RunConfig:
-    """Propagate the run seed into stages that did not set their own."""
-    upd = {}
-    if "seed" not in cfg.train.model_fields_set:
-        upd["train"] = cfg.train.model_copy(update={"seed": cfg.seed})
-    if cfg.finetune is not None and "seed" not in cfg.finetune.model_fields_set:
-        upd["finetune"] = cfg.finetune.model_copy(update={"seed": cfg.seed})
-    if cfg.generate is not None and "seed" not in cfg.generate.model_fields_set:
-        upd["generate"] = cfg.generate.model_copy(update={"seed": cfg.seed})
-    if cfg.fit is not None and "seed" not in cfg.fit.model_fields_set:
-        upd["fit"] = cfg.fit.model_copy(update={"seed": cfg.seed})
-    out = cfg.model_copy(update=upd)
-    if out.generate is not None and out.plan is None:
-        raise SynaugError("config: 'generate' needs a 'plan' section")
-    return out
-
-
-def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
-                    base: dict | None = None) -> RunConfig:
-    """Read a run config. Relative paths in the file (``data.root``, ``data.manifest``,
-    ``generate.pool.manifest`` ...: :func:`synaug.config.path_keys`) are resolved against the
-    file's folder, as every command reading a config does; ``--set`` values are taken as typed
-    (relative to the working directory)."""
-    from .config import apply_overrides, read_yaml, resolve_paths, validate
-
-    data = dict(base or {})
-    if path is not None:
-        file_data = read_yaml(path)
-        resolve_paths(file_data, RunConfig, Path(path).resolve().parent)
-        data = _deep_merge(data, file_data)
-    texts = apply_overrides(data, overrides)
-    return resolve(validate(RunConfig, data, where=str(path) if path else "config", overrides=texts))
-
-
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+from .train.config import TrainConfig
 
 
 @contextmanager
@@ -150,187 +76,242 @@ def run(cfg: RunConfig, run_dir: str | Path, log=print) -> dict:
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
-    from .checks import check_data
-    from .generate.base import random_weights, random_weights_note
-    from .generate.runner import generate
-    from .generate.fit.stage import FitStage
-    from .inspect import histogram_png, inspect_manifest
-    from .plan import Plan, apply_plan, make_plan
-    from .train import evaluate, finetune_last_layer, load_checkpoint, train_model
-
-    st = Stages(run_dir, log, create=False)  # created on disk only once the checks pass
-    d = run_dir / "data"
-
-    # ---------------------------------------------------------------- checks (nothing written yet)
-    k_data, loaded = data_key(cfg.data)  # own data: its rows and files are part of the key
-    real_p, pool_p = d / "real.parquet", d / "heldout.parquet"
-    prep = None
-    if st.done("data", k_data, [real_p, d / "inspect.json"]):
-        real = Manifest.read(real_p)
-        heldout = Manifest.read(pool_p) if pool_p.is_file() else None
-        sizes = _cached_sizes(d / "inspect.json", real) if cfg.train.data.image_size is None else None
-    else:
-        prep = prepare(cfg.data, loaded)  # every image file checked here, before anything is written
-        real, heldout, sizes = prep.real, prep.pool, prep.image_sizes
-    k_plan = fingerprint(k_data, "plan", dump(cfg.plan) if cfg.plan else None)
-    plan_p = run_dir / "plan.json"
-    plan = None
-    if cfg.plan is not None:
-        if st.done("plan", k_plan, [plan_p]):
-            plan = Plan.read(plan_p)
-        else:
-            p = cfg.plan
-            plan = make_plan(real, p.mode, target=p.target, classes=p.classes, k=p.k, ratio=p.ratio,
-                             equalize_groups=p.equalize_groups, seed=p.seed)
-            plan.params["data"] = dump(cfg.data)
-    train_real = apply_plan(real, plan) if plan is not None else real
-    gcfg = cfg.generate
-    gen_on = gcfg is not None and plan is not None and plan.total_synthetic > 0
-    if gen_on and gcfg.backend == "pool" and gcfg.pool.manifest == "heldout":
-        if heldout is None:
-            raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor (the images "
-                              "the long-tail draw left out) or data.heldout_fraction")
-        gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
-            update={"manifest": str(pool_p), "name": gcfg.pool.name or "heldout-real"})})
-    k_gen = fingerprint(k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
-    fit = FitStage(cfg, run_dir, k_plan, plan if gen_on else None, train_real)  # generate.fit: adapters
-    k_gen, gcfg = fit.key(k_gen), fit.generate_config(gcfg)
-    syn_dir = run_dir / "synthetic"
-    gen_cached = gen_on and st.done("generate", k_gen, [syn_dir / "synthetic.parquet"])
-    for w in check_data(cfg, real, plan, train_real, sizes):
-        _warn(w)
-    sel_on = gen_on and gcfg.select.active  # selection from more candidates (generate.select)
-    if gen_on and not gen_cached and gcfg.backend == "pool" and not sel_on:  # can the pool fill every cell?
-        from .generate.pool import PoolGenerator, load_pool
-
-        if gcfg.pool.manifest == str(pool_p):  # the held-out real images, maybe not written yet
-            pool_gen = PoolGenerator(plan, heldout, gcfg.seed, gcfg.pool.name, gcfg.pool.shift, gcfg.pool.split,
-                                     gcfg.pool.match_groups, gcfg.resolution, gcfg.resize_filter,
-                                     gcfg.pool.replacement)
-        else:
-            pool_gen = load_pool(plan, gcfg)
-        pool_gen.check_files()
-    if gen_on and gcfg.backend != "pool" and random_weights_note(gcfg.model):
-        _warn(random_weights_note(gcfg.model))
-    if gen_on and not gen_cached and gcfg.backend != "pool":  # the model exists and fits, before any stage
-        from .generate.preflight import check_generation
-
-        log(f"[generate] preflight: {check_generation(gcfg).line()}")
-    if sel_on:  # can the pool offer the candidates, does the scorer fit the plan?
-        from .generate.select import check_selection
-
-        check_selection(cfg, plan, gcfg, heldout if gcfg.pool.manifest == str(pool_p) else None,
-                        syn_dir / "candidates")
-
-    # ---------------------------------------------------------------- data + inspect
+    p = _Pipeline(cfg, run_dir, log)
+    p.check()  # everything that can be refused, before a file is written
     save_resolved(cfg, run_dir / "config.yaml")
-    st.create()
+    p.st.create()
+    p.data_stage()
+    p.plan_stage()
+    train_m = p.generate_stages()
+    p.train_stage(train_m)
+    results = {"trained": p.evaluate_stage("train", p.tdir, p.k_train)}
+    if cfg.finetune is not None:
+        results["finetuned"] = p.finetune_stages()
+    return p.finish(train_m, results)
 
-    def s_data():
-        pr = prep or prepare(cfg.data)
-        pr.real.write(real_p)
-        if pr.pool is not None:
-            pr.pool.write(pool_p)
-        elif pool_p.exists():
-            pool_p.unlink()
-        summary = inspect_manifest(pr.real, "train")
-        summary["image_sizes"] = {f"{w}x{h}": n for (w, h), n in pr.image_sizes.most_common()}
-        write_json_atomic(d / "inspect.json", summary)
-        write_bytes_atomic(d / "histogram.png", histogram_png(summary, f"{cfg.name}: real train"))
 
-    st.run("data", k_data, [real_p, d / "inspect.json"], s_data)
-    real = Manifest.read(real_p)
-    real_counts = real.class_counts("train")
-    real_cells = real.cell_counts("train") if real.groups else None
+class _Pipeline:
+    """The stages of one run and what they share (keys, manifests, the plan)."""
 
-    # ---------------------------------------------------------------- plan
-    train_real = real
-    if cfg.plan is not None:
-        st.run("plan", k_plan, [plan_p], lambda: plan.write(plan_p))
-        plan = Plan.read(plan_p)
-        train_real = apply_plan(real, plan)
+    def __init__(self, cfg: RunConfig, run_dir: Path, log):
+        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+        self.st = Stages(run_dir, log, create=False)  # created on disk only once the checks pass
+        self.d = run_dir / "data"
+        self.real_p, self.pool_p, self.plan_p = self.d / "real.parquet", self.d / "heldout.parquet", run_dir / "plan.json"
+        self.syn_dir, self.tdir, self.fdir = run_dir / "synthetic", run_dir / "train", run_dir / "finetune"
+        self.trained = {}  # models of this invocation; a cached stage's model is loaded only if needed
 
-    # ---------------------------------------------------------------- fit + generate
-    fit.run(st, train_real)
-    parts = [train_real.split("train", "val")]
-    if sel_on:  # stages candidates -> scorer -> select
-        from .generate.select import run_selection
+    # ------------------------------------------------------------ checks (nothing written yet)
+    def check(self) -> None:
+        from .checks import check_data
 
-        parts.append(run_selection(st, cfg, plan, gcfg, run_dir, train_real, k_plan))
-    if gen_on and not sel_on:
+        self._load_data()
+        self._make_plan()
+        self._setup_generation()
+        for w in check_data(self.cfg, self.real, self.plan, self.train_real, self.sizes):
+            _warn(w)
+        self._check_generation()
+
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        self.k_data, loaded = data_key(cfg.data)  # own data: its rows and files are part of the key
+        self.prep = None
+        if self.st.done("data", self.k_data, [self.real_p, self.d / "inspect.json"]):
+            self.real = Manifest.read(self.real_p)
+            self.heldout = Manifest.read(self.pool_p) if self.pool_p.is_file() else None
+            self.sizes = (_cached_sizes(self.d / "inspect.json", self.real)
+                          if cfg.train.data.image_size is None else None)
+        else:
+            self.prep = prepare(cfg.data, loaded)  # every image file checked here, before anything is written
+            self.real, self.heldout, self.sizes = self.prep.real, self.prep.pool, self.prep.image_sizes
+
+    def _make_plan(self) -> None:
+        from .plan import Plan, apply_plan, make_plan
+
+        cfg = self.cfg
+        self.k_plan = fingerprint(self.k_data, "plan", dump(cfg.plan) if cfg.plan else None)
+        self.plan = None
+        if cfg.plan is not None:
+            if self.st.done("plan", self.k_plan, [self.plan_p]):
+                self.plan = Plan.read(self.plan_p)
+            else:
+                p = cfg.plan
+                self.plan = make_plan(self.real, p.mode, target=p.target, classes=p.classes, k=p.k, ratio=p.ratio,
+                                      equalize_groups=p.equalize_groups, seed=p.seed)
+                self.plan.params["data"] = dump(cfg.data)
+        self.train_real = apply_plan(self.real, self.plan) if self.plan is not None else self.real
+
+    def _setup_generation(self) -> None:
+        """The generation config as it will run (held-out pool, fitted adapters) and its key."""
+        from .generate.fit.stage import FitStage
+
+        cfg, gcfg = self.cfg, self.cfg.generate
+        self.gen_on = gcfg is not None and self.plan is not None and self.plan.total_synthetic > 0
+        if self.gen_on and gcfg.backend == "pool" and gcfg.pool.manifest == "heldout":
+            if self.heldout is None:
+                raise SynaugError("generate.pool.manifest 'heldout' needs data.imbalance_factor (the images "
+                                  "the long-tail draw left out) or data.heldout_fraction")
+            gcfg = gcfg.model_copy(update={"pool": gcfg.pool.model_copy(
+                update={"manifest": str(self.pool_p), "name": gcfg.pool.name or "heldout-real"})})
+        k_gen = fingerprint(self.k_plan, "generate", dump(cfg.generate) if cfg.generate else None)
+        self.fit = FitStage(cfg, self.run_dir, self.k_plan, self.plan if self.gen_on else None, self.train_real)
+        self.k_gen, self.gcfg = self.fit.key(k_gen), self.fit.generate_config(gcfg)
+        self.gen_cached = self.gen_on and self.st.done("generate", self.k_gen, [self.syn_dir / "synthetic.parquet"])
+        self.sel_on = self.gen_on and self.gcfg.select.active  # selection from more candidates (generate.select)
+        self.k_train = fingerprint(self.k_gen, "train", dump(cfg.train))
+
+    def _check_generation(self) -> None:
+        """The pool can fill every cell, the model exists and fits, the selection can run."""
+        from .generate.base import random_weights_note
+
+        gcfg, pooled = self.gcfg, self.gen_on and self.gcfg.backend == "pool"
+        if pooled and not self.gen_cached and not self.sel_on:
+            from .generate.pool import PoolGenerator, load_pool
+
+            if gcfg.pool.manifest == str(self.pool_p):  # the held-out real images, maybe not written yet
+                pool_gen = PoolGenerator(self.plan, self.heldout, gcfg.seed, gcfg.pool.name, gcfg.pool.shift,
+                                         gcfg.pool.split, gcfg.pool.match_groups, gcfg.resolution,
+                                         gcfg.resize_filter, gcfg.pool.replacement)
+            else:
+                pool_gen = load_pool(self.plan, gcfg)
+            pool_gen.check_files()
+        if self.gen_on and not pooled and random_weights_note(gcfg.model):
+            _warn(random_weights_note(gcfg.model))
+        if self.gen_on and not pooled and not self.gen_cached:
+            from .generate.preflight import check_generation
+
+            self.log(f"[generate] preflight: {check_generation(gcfg).line()}")
+        if self.sel_on:
+            from .generate.select import check_selection
+
+            check_selection(self.cfg, self.plan, gcfg, self.heldout if gcfg.pool.manifest == str(self.pool_p)
+                            else None, self.syn_dir / "candidates")
+
+    # ------------------------------------------------------------ stages
+    def data_stage(self) -> None:
+        from .inspect import histogram_png, inspect_manifest
+
+        cfg, d = self.cfg, self.d
+
+        def s_data():
+            pr = self.prep or prepare(cfg.data)
+            pr.real.write(self.real_p)
+            if pr.pool is not None:
+                pr.pool.write(self.pool_p)
+            elif self.pool_p.exists():
+                self.pool_p.unlink()
+            summary = inspect_manifest(pr.real, "train")
+            summary["image_sizes"] = {f"{w}x{h}": n for (w, h), n in pr.image_sizes.most_common()}
+            write_json_atomic(d / "inspect.json", summary)
+            write_bytes_atomic(d / "histogram.png", histogram_png(summary, f"{cfg.name}: real train"))
+
+        self.st.run("data", self.k_data, [self.real_p, d / "inspect.json"], s_data)
+        self.real = Manifest.read(self.real_p)
+        self.train_real = self.real
+
+    def plan_stage(self) -> None:
+        from .plan import Plan, apply_plan
+
+        if self.cfg.plan is not None:
+            self.st.run("plan", self.k_plan, [self.plan_p], lambda: self.plan.write(self.plan_p))
+            self.plan = Plan.read(self.plan_p)
+            self.train_real = apply_plan(self.real, self.plan)
+
+    def generate_stages(self) -> Manifest:
+        """fit -> generate (or candidates -> scorer -> select); the manifest training uses."""
+        self.fit.run(self.st, self.train_real)
+        parts = [self.train_real.split("train", "val")]
+        if self.sel_on:
+            from .generate.select import run_selection
+
+            parts.append(run_selection(self.st, self.cfg, self.plan, self.gcfg, self.run_dir, self.train_real,
+                                       self.k_plan))
+        elif self.gen_on:
+            parts.append(self._generate())
+        train_m = Manifest.concat(parts) if len(parts) > 1 else parts[0]
+        train_m.write(self.d / "train.parquet")  # the manifest training used (real + synthetic, no test)
+        return train_m
+
+    def _generate(self) -> Manifest:
+        from .generate.runner import generate
+
+        plan, gcfg, syn_dir = self.plan, self.gcfg, self.syn_dir
         note = ""
-        if not gen_cached and _generated_for_another(syn_dir, plan, gcfg):
-            note = ("the plan or generate config changed: the images that still match are kept, only the "
-                    "others are made")
+        if not self.gen_cached and _generated_for_another(syn_dir, plan, gcfg):
+            note = "the plan or generate config changed: the images that still match are kept, only the others are made"
 
         def s_gen():  # update: a changed plan keeps every image whose cell, seed and source still match
-            generate(plan, gcfg, syn_dir, real_manifest=train_real.split("train"), progress=True, update=True)
+            generate(plan, gcfg, syn_dir, real_manifest=self.train_real.split("train"), progress=True, update=True)
 
-        st.run("generate", k_gen, [syn_dir / "synthetic.parquet"], s_gen, note=note)
-        parts.append(Manifest.read(syn_dir / "synthetic.parquet"))
-    train_m = Manifest.concat(parts) if len(parts) > 1 else parts[0]
-    train_m.write(d / "train.parquet")  # the manifest training used (real + synthetic, no test)
+        self.st.run("generate", self.k_gen, [syn_dir / "synthetic.parquet"], s_gen, note=note)
+        return Manifest.read(syn_dir / "synthetic.parquet")
 
-    # ---------------------------------------------------------------- train
-    k_train = fingerprint(k_gen, "train", dump(cfg.train))
-    tdir = run_dir / "train"
-    trained = {}  # the model of this invocation; a cached stage's model is loaded only if needed
-    resume, note = _train_resume(cfg.train, tdir, train_m.split("train"), k_gen)
+    def train_stage(self, train_m: Manifest) -> None:
+        from .train import train_model
 
-    def s_train():
-        write_json_atomic(tdir / "inputs.json", {"upstream": k_gen})
-        trained["m"] = train_model(train_m.split("train"), train_m.split("val"), cfg.train, tdir,
-                                   resume=resume).model
+        cfg, tdir = self.cfg, self.tdir
+        resume, note = _train_resume(cfg.train, tdir, train_m.split("train"), self.k_gen)
 
-    st.run("train", k_train, [tdir / "model.safetensors"], s_train, note=note)
+        def s_train():
+            write_json_atomic(tdir / "inputs.json", {"upstream": self.k_gen})
+            self.trained["train"] = train_model(train_m.split("train"), train_m.split("val"), cfg.train, tdir,
+                                                resume=resume).model
 
-    # ---------------------------------------------------------------- evaluate (+ fine-tune)
-    test = real.split("test")
-    if len(test) == 0:
-        raise SynaugError("data has no test split to evaluate on")
-    ev = dict(train_counts=real_counts, train_group_counts=real_cells,
-              counts_source="real train rows before uniformization", device=cfg.eval.device,
-              data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last,
-              amp=cfg.train.amp)
-    results = {}
-    k_eval = fingerprint(k_train, "eval", dump(cfg.eval))
-    st.run("eval-train", k_eval, [run_dir / "eval/train/metrics.json"],
-           lambda: evaluate(trained.get("m") or load_checkpoint(tdir / "model.safetensors"), test,
-                            out_dir=run_dir / "eval/train", **ev))
-    results["trained"] = json.loads((run_dir / "eval/train/metrics.json").read_text())
-    if cfg.finetune is not None:
-        fdir = run_dir / "finetune"
-        k_ft = fingerprint(k_train, "finetune", dump(cfg.finetune))
-        tuned = {}
+        self.st.run("train", self.k_train, [tdir / "model.safetensors"], s_train, note=note)
+
+    def evaluate_stage(self, which: str, model_dir: Path, upstream: str) -> dict:
+        """``eval-<which>``: the model of ``model_dir`` on the test split (the only stage reading it)."""
+        from .train import evaluate, load_checkpoint
+
+        cfg, real = self.cfg, self.real
+        test = real.split("test")
+        if len(test) == 0:
+            raise SynaugError("data has no test split to evaluate on")
+        ev = dict(train_counts=real.class_counts("train"),
+                  train_group_counts=real.cell_counts("train") if real.groups else None,
+                  counts_source="real train rows before uniformization", device=cfg.eval.device,
+                  data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last,
+                  amp=cfg.train.amp)
+        out = self.run_dir / "eval" / which
+        self.st.run(f"eval-{which}", fingerprint(upstream, "eval", dump(cfg.eval)), [out / "metrics.json"],
+                    lambda: evaluate(self.trained.get(which) or load_checkpoint(model_dir / "model.safetensors"),
+                                     test, out_dir=out, **ev))
+        return json.loads((out / "metrics.json").read_text())
+
+    def finetune_stages(self) -> dict:
+        """Last-layer fine-tuning on the real rows (step 3), then its evaluation."""
+        from .train import finetune_last_layer, load_checkpoint
+
+        cfg, fdir, st = self.cfg, self.fdir, self.st
+        k_ft = fingerprint(self.k_train, "finetune", dump(cfg.finetune))
 
         def s_ft():
-            m2 = load_checkpoint(tdir / "model.safetensors")
-            tuned["m"] = finetune_last_layer(m2, train_real.split("train", "val"), cfg.finetune, fdir)
+            m2 = load_checkpoint(self.tdir / "model.safetensors")
+            self.trained["finetune"] = finetune_last_layer(m2, self.train_real.split("train", "val"), cfg.finetune,
+                                                           fdir)
 
         why = st.why("finetune", k_ft, [fdir / "model.safetensors"])
-        ft_note = ""
-        if why and st.done("train", k_train, [tdir / "model.safetensors"]) and "train" not in st.timings:
-            ft_note = f"{why}; the trained model is reused"
-        st.run("finetune", k_ft, [fdir / "model.safetensors"], s_ft, note=ft_note)
-        k_eval2 = fingerprint(k_ft, "eval", dump(cfg.eval))
-        st.run("eval-finetune", k_eval2, [run_dir / "eval/finetune/metrics.json"],
-               lambda: evaluate(tuned.get("m") or load_checkpoint(fdir / "model.safetensors"), test,
-                                out_dir=run_dir / "eval/finetune", **ev))
-        results["finetuned"] = json.loads((run_dir / "eval/finetune/metrics.json").read_text())
+        note = ""
+        if why and st.done("train", self.k_train, [self.tdir / "model.safetensors"]) and "train" not in st.timings:
+            note = f"{why}; the trained model is reused"
+        st.run("finetune", k_ft, [fdir / "model.safetensors"], s_ft, note=note)
+        return self.evaluate_stage("finetune", fdir, k_ft)
 
-    final_key = "finetuned" if "finetuned" in results else "trained"
-    summary = {"name": cfg.name, "final": final_key, "results": results,
-               "real_train_counts": real_counts.tolist(),
-               "train_counts_after": train_m.class_counts("train").tolist(),
-               "synthetic": int((train_m.df["source"] == "synthetic").sum()),
-               "generator": _generator_label(cfg, train_m), "generators": _generators(train_m),
-               "random_weights": any(random_weights(g) for g in _generators(train_m)),
-               "timings_s": st.timings}
-    write_json_atomic(run_dir / "metrics.json", summary)
-    from .report import build_report
+    def finish(self, train_m: Manifest, results: dict) -> dict:
+        """metrics.json and the report."""
+        from .generate.base import random_weights
+        from .report import build_report
 
-    build_report(run_dir)
-    return summary
+        gens = _generators(train_m)
+        summary = {"name": self.cfg.name, "final": "finetuned" if "finetuned" in results else "trained",
+                   "results": results, "real_train_counts": self.real.class_counts("train").tolist(),
+                   "train_counts_after": train_m.class_counts("train").tolist(),
+                   "synthetic": int((train_m.df["source"] == "synthetic").sum()),
+                   "generator": _generator_label(self.cfg, train_m), "generators": gens,
+                   "random_weights": any(random_weights(g) for g in gens), "timings_s": self.st.timings}
+        write_json_atomic(self.run_dir / "metrics.json", summary)
+        build_report(self.run_dir)
+        return summary
 
 
 def _generated_for_another(syn_dir: Path, plan, gcfg: GenerateConfig) -> bool:
@@ -406,7 +387,7 @@ def _generator_label(cfg: RunConfig, train_m: Manifest) -> str:
 def register(sub) -> None:
     import argparse
 
-    from .train.cli import TRAIN_KEYS_HELP
+    from .train.config import TRAIN_KEYS_HELP
 
     p = sub.add_parser(
         "run", help="run the whole method from one config (cached, resumable)",

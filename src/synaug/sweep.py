@@ -167,7 +167,7 @@ def sweep(configs: Sequence[str], seeds: Sequence[int], out_dir: str | Path, ove
     Returns the ``sweep.json`` record. Raises :class:`SynaugError` when a config is invalid
     (before anything starts) or when no run finished.
     """
-    from .run import load_run_config
+    from .runconfig import load_run_config
 
     out_dir = Path(out_dir)
     jobs = plan_jobs(configs, seeds, overrides)

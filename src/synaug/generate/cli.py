@@ -148,7 +148,7 @@ def load_generation_config(path: str, overrides: list[str]):
     whole run config (``--set`` keys then use the run config's names, e.g. ``generate.model``)."""
     from ..config import load, read_yaml
     from ..errors import SynaugError
-    from ..run import load_run_config
+    from ..runconfig import load_run_config
     from .config import GenerateConfig
 
     data = read_yaml(path)

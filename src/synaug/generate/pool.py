@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..errors import SynaugError
-from ..manifest import Manifest, read_manifest
+from ..data.read import read_manifest
+from ..manifest import Manifest
 from ..plan import Plan
 from .base import Item, derive_seed
 

@@ -75,7 +75,7 @@ def _train_scorer(sc: ScorerConfig, tcfg, ft, plan: Plan, cands: Manifest, train
                   key: str) -> None:
     from ..io import write_json_atomic
     from ..train import finetune_last_layer, load_checkpoint, save_model, train_model
-    from .select import first_rows
+    from .candidates import first_rows
 
     tdir = sdir / "train"
     if _upstream(tdir) not in (None, key):  # made from other candidates / config: start over

@@ -22,7 +22,6 @@ scores, so they are tested without any model.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..errors import SynaugError
 from ..manifest import Manifest
 from ..plan import Plan
 from .base import derive_seed
+from .candidates import candidate_config, candidate_plan, cell_positions
 from .config import GenerateConfig, SelectConfig
 
 SELECTORS = ("random", "confidence", "typicality", "diversity", "typical-diverse")
@@ -116,47 +116,6 @@ def select_cell(sel: SelectConfig, n: int, prob: Optional[np.ndarray], feats: Op
         pool = np.argsort(-score, kind="stable")[:max(n, int(np.ceil(sel.typical_share * M)))]
         return np.sort(pool[k_center(feats[pool], n)]), score
     raise SynaugError(f"unknown selector {s!r} (one of: {', '.join(SELECTORS)})")
-
-
-# ---------------------------------------------------------------------------- plans and rows
-def candidate_plan(plan: Plan, k: int) -> Plan:
-    """``plan`` with every cell's synthetic count multiplied by ``k``."""
-    out = copy.deepcopy(plan)
-    for c in out.cells:
-        c.synthetic *= k
-    return out
-
-
-def candidate_config(gcfg: GenerateConfig) -> GenerateConfig:
-    """The generation config of the candidates: ``gcfg`` without its selection (so changing the
-    selector or scorer never makes the candidates again)."""
-    return gcfg.model_copy(update={"select": SelectConfig()})
-
-
-def _cell_positions(cands: Manifest, plan: Plan) -> dict[str, np.ndarray]:
-    """Row positions of each cell's candidates, in index order (the merge writes plan order)."""
-    df = cands.df
-    out = {}
-    for c in plan.cells:
-        if c.synthetic == 0:
-            continue
-        mask = (df["label"] == c.label).to_numpy()
-        if c.group >= 0:
-            mask &= (df["group"] == c.group).to_numpy()
-        out[c.key] = np.flatnonzero(mask)
-    return out
-
-
-def first_rows(cands: Manifest, plan: Plan) -> Manifest:
-    """The first ``need`` candidates of every cell: exactly the images a run without selection
-    makes (the pool's draw and txt2img's seeds are prefixes of the candidates'); round 1 of the
-    feedback loop trains on them."""
-    keep = np.zeros(len(cands), bool)
-    pos = _cell_positions(cands, plan)
-    for c in plan.cells:
-        if c.synthetic:
-            keep[pos[c.key][:c.synthetic]] = True
-    return cands.select(keep)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -282,7 +241,7 @@ def select_rows(sel: SelectConfig, seed: int, plan: Plan, cands: Manifest, prob,
     """A kept mask over the candidate rows and every candidate's score (:func:`select_cell` per cell)."""
     kept = np.zeros(len(cands), bool)
     score = np.full(len(cands), np.nan)
-    pos = _cell_positions(cands, plan)
+    pos = cell_positions(cands, plan)
     for c in plan.cells:
         if not c.synthetic:
             continue

@@ -352,3 +352,17 @@ class FinetuneConfig(Strict):
         if self.dfr_repeats is not None:
             return self.dfr_repeats
         return 20 if self.dfr_data == "val" else 10
+
+
+#: the keys a short run needs, with their defaults (also in README's own-data section)
+TRAIN_KEYS_HELP = """\
+Key defaults (the CIFAR-LT recipe of the paper's ResNet-32 runs):
+  epochs 200, batch_size 128, optim.lr 0.1 (sgd, momentum 0.9, weight_decay 2e-4)
+  model.name resnet32 (CIFAR ResNets resnet20/32/44/56/110, torchvision resnet18/34/50, timm
+    names); model.width 16 = channels of the first stage of a CIFAR ResNet (the paper's;
+    8 or 4: a smaller, faster model)
+  schedule.name multistep (or cosine, constant); schedule.warmup_epochs 5 (linear warm-up);
+  schedule.milestones [0.8, 0.9] with schedule.factors [0.01, 0.0001]: lr x 0.01 from 80 % of
+    the run, x 0.0001 from 90 % (fractions of epochs; whole numbers >= 1 are epoch numbers, e.g.
+    [160, 180]); schedule.min_lr 0 (cosine floor)
+  example of a short run that decays: --set epochs=30 --set schedule.warmup_epochs=2"""

@@ -71,7 +71,7 @@ def register(sub) -> None:
 
 def _cmd(args) -> int:
     from ...config import load
-    from ...manifest import read_manifest
+    from ...data.read import read_manifest
     from ..dist import setup_distributed
     from .config import FitConfig
     from .runner import fit
