@@ -68,7 +68,7 @@ def register(sub) -> None:
                        description=__doc__)
     p.add_argument("--out", "-o", default="runs/demo", help="folder for the three runs and the comparison")
     p.add_argument("--epochs", type=int, default=22,
-                   help="training epochs per run (default 22: the three runs take about 14 min on 2 cores)")
+                   help="training epochs per run (default 22: the three runs take about 14-19 min on 2 cores, fp32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny CI-size version (a few hundred images, 1 epoch)")
     p.add_argument("--data-root", default=None,
