@@ -138,8 +138,31 @@ def test_governor_drops_to_one_thread_under_contention_and_comes_back():
         assert seen == [2, 1, 1, 2, 2, 1]
         assert len(gov.events) == 3 and "0.90 cores busy" in gov.events[0]
         assert gov.summary() == {"governor": True, "governor_events": gov.events}
+        assert torch.get_num_threads() == 1
+        gov.close()                               # the run ends: its threads are given back
+        assert torch.get_num_threads() == 2
         off = threads.ThreadGovernor(enabled=False, meter=FakeMeter([1.5]))
-        assert off.check() is None and torch.get_num_threads() == 1 and off.summary()["governor"] is False
+        assert off.check() is None and torch.get_num_threads() == 2 and off.summary()["governor"] is False
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_a_run_after_a_lowered_run_in_one_process_gets_every_thread_back():
+    """Experiments run many trainings in one process: a run that ended at one thread (killed, or
+    before close()) must not leave the next run at one thread, with its governor off."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = threads.ThreadGovernor(enabled=True, meter=FakeMeter([1.5]))
+        first.check()
+        assert torch.get_num_threads() == 1          # lowered, and never closed
+        second = threads.ThreadGovernor(enabled=True, meter=FakeMeter([0.0]))
+        assert torch.get_num_threads() == 2 and second.full == 2 and second.meter is not None
+        torch.set_num_threads(1)                     # the user's own choice is left alone
+        threads.ThreadGovernor(enabled=True, meter=FakeMeter([0.0]))
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(n)
 

@@ -260,6 +260,7 @@ class ThreadGovernor:
     def __init__(self, enabled: Optional[bool] = None, meter=None):
         import torch
 
+        restore_threads()  # a run before this one in the process may have ended at one thread
         self.full = torch.get_num_threads()
         on = applied.get("adaptive", False) if enabled is None else enabled
         self.meter = (meter or LoadMeter()) if on and self.full > 1 else None
@@ -281,9 +282,11 @@ class ThreadGovernor:
         now = torch.get_num_threads()
         event = None
         if now > 1 and busy >= BUSY_CORES:
+            _lowered["from"] = now
             torch.set_num_threads(1)
             event = f"check {self.checks}: {busy:.2f} cores busy with other processes: 1 thread"
         elif now < self.full and busy < IDLE_CORES:
+            _lowered.clear()
             torch.set_num_threads(self.full)
             event = f"check {self.checks}: {busy:.2f} cores busy with other processes: {self.full} threads"
         if event:
@@ -294,3 +297,22 @@ class ThreadGovernor:
 
     def summary(self) -> dict:
         return {"governor": self.meter is not None, "governor_events": list(self.events)}
+
+    def close(self) -> None:
+        """The run is over: give the process its full thread count back."""
+        restore_threads()
+
+
+#: the thread count a governor lowered from (empty: none lowered, or restored since)
+_lowered: dict[str, int] = {}
+
+
+def restore_threads() -> None:
+    """Undo a :class:`ThreadGovernor`'s drop to one thread (a later run, or the caller, gets the
+    count the process had); nothing if no governor lowered it."""
+    if "from" in _lowered:
+        import torch
+
+        if torch.get_num_threads() == 1:
+            torch.set_num_threads(_lowered["from"])
+        _lowered.clear()

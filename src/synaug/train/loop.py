@@ -308,6 +308,9 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
             cb(row)
 
     # ------------------------------------------------------------- final model
+    cpu_info = {**describe_threads(), **(governor.summary() if governor is not None else {})}
+    if governor is not None:
+        governor.close()  # the threads it took away are given back for what runs next
     in_sync = ddp.parameters_in_sync(model) if world > 1 else None
     last = ckpt.read_last(out_dir) if rank == 0 else None
     if rank == 0:
@@ -332,7 +335,7 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
                      "graph_captures": step.captures if step else 0,
                      "graph_capture_s": round(step.capture_s, 3) if step else 0.0},
             "amp": {"requested": cfg.amp, "used": amp, "why": amp_why},
-            "cpu": {**describe_threads(), **(governor.summary() if governor is not None else {})}})
+            "cpu": cpu_info})
     ddp.barrier()
     final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
     return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)
