@@ -450,8 +450,9 @@ def test_gap_rules_are_computed_from_the_numbers():
     assert paper["train"]["amp"] == "off" and paper["train"]["compile"] is False  # fp32, as precision's rows
     shared = precision.specs("small")  # the same run definitions: run once for both experiments
     assert all(shared[n] == small[n] for n in ("demo-ce-fp32", "demo-synaug-sd14-fp32"))
-    sel = small["gap_select_diverse"]
-    assert sel["generate"]["select"] == {"candidates": 10, "selector": "diversity", "scorer": {"model": "round1"}}
+    sel = small["gap_select_uncertain"]
+    assert sel["generate"]["select"] == {"candidates": 10, "selector": "confidence", "keep": "middle",
+                                         "scorer": {"model": "round1"}}
     assert strip({**sel, "generate": None}) == strip({**paper, "generate": None})
     assert sel["train"] == paper["train"]
     assert small["gap_loss_weight"]["train"]["synthetic"] == {"loss_weight": 0.5}
