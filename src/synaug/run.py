@@ -208,6 +208,8 @@ class _Pipeline:
         self.st.run("data", self.k_data, [self.real_p, d / "inspect.json"], s_data)
         self.real = Manifest.read(self.real_p)
         self.train_real = self.real
+        self.real_counts = self.real.class_counts("train")  # before uniformization: evaluation's shots
+        self.real_cells = self.real.cell_counts("train") if self.real.groups else None
 
     def plan_stage(self) -> None:
         from .plan import Plan, apply_plan
@@ -263,12 +265,11 @@ class _Pipeline:
         """``eval-<which>``: the model of ``model_dir`` on the test split (the only stage reading it)."""
         from .train import evaluate, load_checkpoint
 
-        cfg, real = self.cfg, self.real
-        test = real.split("test")
+        cfg = self.cfg
+        test = self.real.split("test")
         if len(test) == 0:
             raise SynaugError("data has no test split to evaluate on")
-        ev = dict(train_counts=real.class_counts("train"),
-                  train_group_counts=real.cell_counts("train") if real.groups else None,
+        ev = dict(train_counts=self.real_counts, train_group_counts=self.real_cells,
                   counts_source="real train rows before uniformization", device=cfg.eval.device,
                   data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last,
                   amp=cfg.train.amp)
@@ -304,7 +305,7 @@ class _Pipeline:
 
         gens = _generators(train_m)
         summary = {"name": self.cfg.name, "final": "finetuned" if "finetuned" in results else "trained",
-                   "results": results, "real_train_counts": self.real.class_counts("train").tolist(),
+                   "results": results, "real_train_counts": self.real_counts.tolist(),
                    "train_counts_after": train_m.class_counts("train").tolist(),
                    "synthetic": int((train_m.df["source"] == "synthetic").sum()),
                    "generator": _generator_label(self.cfg, train_m), "generators": gens,
