@@ -157,8 +157,13 @@ def test_resume_after_an_interruption_gives_the_same_adapter(sd, real, tmp_path,
         with pytest.raises(KeyboardInterrupt):
             fit(real, cfg, tmp_path / f"{method}-cut", classes=["cat"], progress=False)
         monkeypatch.setattr(checkpoint, "save", save)
-        ck = checkpoint.read_meta(tmp_path / f"{method}-cut" / "units" / "003_cat" / checkpoint.CHECKPOINT)
+        unit = tmp_path / f"{method}-cut" / "units" / "003_cat"
+        ck = checkpoint.read_meta(unit / checkpoint.CHECKPOINT)
         assert ck["step"] == 6
+        # what a SIGKILL inside the next checkpoint write (or an adapter save) leaves behind
+        (unit / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"half a checkpoint")
+        (unit / ".lora-save.tmp").mkdir()
+        (unit / ".lora-save.tmp" / "part").write_bytes(b"x")
         again = fit(real, cfg, tmp_path / f"{method}-cut", classes=["cat"], progress=False)
         a, b = ref.entry("cat"), again.entry("cat")
         assert a.path.read_bytes() == b.path.read_bytes() and a.sha256 == b.sha256
@@ -166,6 +171,7 @@ def test_resume_after_an_interruption_gives_the_same_adapter(sd, real, tmp_path,
         assert ra["fixed_draw_loss_after"] == rb["fixed_draw_loss_after"]
         assert json.loads((a.path.parent / "losses.json").read_text()) == \
             json.loads((b.path.parent / "losses.json").read_text())
+        assert not list(unit.glob(".*.tmp"))
 
 
 def test_a_changed_config_is_refused_and_a_finished_fit_is_reused(sd, real, tmp_path):

@@ -32,6 +32,16 @@ IMAGES = "images.parquet"
 EVAL_DRAWS = 8
 
 
+def remove_stale_temps(unit_dir: Path) -> None:
+    """Delete what a run killed inside an atomic write left (``.<name>.*.tmp``, ``.lora-save.tmp/``):
+    a unit belongs to one process at a time, so no live writer owns them."""
+    import shutil
+
+    if unit_dir.is_dir():
+        for t in unit_dir.glob(".*.tmp"):
+            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
+
+
 def unit_done(unit_dir: Path, digest: str) -> dict | None:
     """The unit's record if it finished with this digest and its files are intact."""
     from .store import sha256_file
@@ -138,6 +148,7 @@ def _decodes(p: Path) -> bool:
 def fit_unit(model: FitModel, unit: Unit, unit_dir: Path, digest: str, template: str, task: str, res: int,
              progress: bool = True, desc: str = "fit") -> dict:
     """Fit (or resume, or skip when done) one unit; returns its record (``adapter.json``)."""
+    remove_stale_temps(unit_dir)
     done = unit_done(unit_dir, digest)
     if done is not None:
         return done
