@@ -87,7 +87,8 @@ def row(key: str) -> str:
 #: ~2 h on 2 cores; these 5 ~50 min: separate_bn trains at ~0.4x the speed). The others are built
 #: and tested (tests/test_select.py, tests/test_train_synthetic.py) but not measured; the section
 #: names them.
-SMALL_OPTIONS = ("ft_blocks", "select_uncertain", "separate_bn", "color_match", "loss_weight")
+SMALL_OPTIONS = ("ft_blocks", "select_uncertain", "separate_bn", "color_match", "loss_weight", "smoothing",
+                 "batch_share", "select_typical", "select_diverse")
 
 
 def options(scale: str) -> list[str]:
