@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import subprocess
@@ -456,9 +457,28 @@ def test_gap_rules_are_computed_from_the_numbers():
     assert strip({**sel, "generate": None}) == strip({**paper, "generate": None})
     assert sel["train"] == paper["train"]
     assert small["gap_loss_weight"]["train"]["synthetic"] == {"loss_weight": 0.5}
+    # the synaug-plus preset (demo row, configs/synaug-plus-cpu.yaml) is the paper row plus gap options
+    from synaug.demo import PLUS
+    from synaug.runconfig import deep_merge
+
+    assert strip(demo["synaug-plus"]) == strip(deep_merge(demo["synaug-sd14"], PLUS))
+    assert strip(deep_merge(paper, PLUS)) == strip(gap.option_spec("small", _names(PLUS)))  # the combo row's config
+    preset = yaml.safe_load((ROOT / "configs" / "synaug-plus-cpu.yaml").read_text())
+    assert strip(preset) == strip(demo["synaug-plus"])
+    assert gap.screen({"a": 44.0, "b": 43.0, "c": float("nan"), "d": 43.5}, 43.0) == ["a", "d"]
     combo = gap.option_spec("small", ["select_typical", "loss_weight", "ft_blocks"])
     assert combo["generate"]["select"]["selector"] == "typicality" and combo["finetune"]["train_blocks"] == 1
     assert combo["train"]["synthetic"] == {"loss_weight": 0.5}
+
+
+def _names(overlay: dict) -> list[str]:
+    """The gap options (at most 3) whose overlay is ``overlay``."""
+    from synaug.experiments import gap
+
+    found = [list(c) for k in (1, 2, 3) for c in itertools.combinations(gap.OPTIONS, k)
+             if gap.overlay("small", list(c)) == overlay]
+    assert found, overlay
+    return found[0]
 
 
 @pytest.mark.slow

@@ -127,19 +127,25 @@ def test_report_compare(tiny_run, tmp_path):
 
 
 def test_demo_quick(tmp_path):
-    """The README's first command at CI size: three runs and a comparison."""
+    """The README's first command at CI size: four runs and a comparison."""
     r = _synaug("demo", "--quick", "--out", tmp_path / "demo")
     assert r.returncode == 0, r.stderr[-3000:]
     gens = {}
-    for name in ("ce", "synaug-sd14", "synaug-pool"):
+    for name in ("ce", "synaug-sd14", "synaug-plus", "synaug-pool"):
         s = json.loads((tmp_path / "demo" / name / "metrics.json").read_text())
         assert np.isfinite(s["results"][s["final"]]["top1"])
         gens[name] = s["generators"]
         assert s["generator"] in (tmp_path / "demo" / name / "report.md").read_text()  # every report names it
     # the main row is made from real Stable Diffusion 1.4 images; the other SYNAuG run from held-out real ones
-    assert gens == {"ce": [], "synaug-sd14": ["Stable Diffusion 1.4 (CIFAKE)"], "synaug-pool": ["pool:heldout-real"]}
+    assert gens == {"ce": [], "synaug-sd14": ["Stable Diffusion 1.4 (CIFAKE)"],
+                    "synaug-plus": ["Stable Diffusion 1.4 (CIFAKE)"], "synaug-pool": ["pool:heldout-real"]}
     syn = Manifest.read(tmp_path / "demo" / "synaug-sd14" / "synthetic" / "synthetic.parquet")
     assert syn.df["source_file"].str.startswith("sd14/").all()
+    # the preset row: the same SD 1.4 images, trained and fine-tuned with the preset's options
+    plus = Manifest.read(tmp_path / "demo" / "synaug-plus" / "synthetic" / "synthetic.parquet")
+    assert plus.df["source_file"].tolist() == syn.df["source_file"].tolist()
+    cfg = yaml.safe_load((tmp_path / "demo" / "synaug-plus" / "config.yaml").read_text())
+    assert cfg["train"]["synthetic"]["loss_weight"] == 0.5 and cfg["finetune"]["train_blocks"] == 1
     assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
     cmp = (tmp_path / "demo" / "comparison.md").read_text()
     assert "Stable Diffusion 1.4" in cmp and "held-out real CIFAR-10" in cmp
