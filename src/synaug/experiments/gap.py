@@ -23,7 +23,7 @@ Selection rows use the round-1 scorer: the paper recipe's own model (round 1 of 
 loop trains exactly the paper recipe on the first-needed candidates, which are the paper row's
 images), so its trained model is copied into their ``scorer/train`` folder and resumed as
 finished; their wall time leaves that training out (a user running the loop alone pays it once).
-Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 9
+Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 8
 options screened at seed 0, ~8 min per run on 2 cores, plus 3 fixed rows, the confirmed options
 and the combination at every seed: ~2.5-3 h from nothing).
 """
@@ -87,12 +87,12 @@ def row(key: str) -> str:
     return REF_RUN.get(key, PREFIX + key)
 
 
-#: the options the small scale measures, in the order they run: 5 of the 11 (one seed of all 11 is
-#: ~2 h on 2 cores; these 5 ~50 min: separate_bn trains at ~0.4x the speed). The others are built
-#: and tested (tests/test_select.py, tests/test_train_synthetic.py) but not measured; the section
-#: names them.
+#: the options the small scale screens, in the order they run: 8 of the 11 (~8 min per run on 2
+#: cores; separate_bn trains at ~0.4x the speed). The other 3 (select_diverse, select_typical_diverse,
+#: share_schedule) are built and tested (tests/test_select.py, tests/test_train_synthetic.py) but
+#: not measured, for compute; the section names them.
 SMALL_OPTIONS = ("ft_blocks", "select_uncertain", "separate_bn", "color_match", "loss_weight", "smoothing",
-                 "batch_share", "select_typical", "select_diverse")
+                 "batch_share", "select_typical")
 
 
 def options(scale: str) -> list[str]:
