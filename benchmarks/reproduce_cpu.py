@@ -38,7 +38,9 @@ def _seed_summary(seeds: dict[str, list[int]]) -> str:
 
 
 def write_results(path: Path, sections: dict, setups: list[str], scale: str, seeds: dict[str, list[int]],
-                  times: dict, total: float, argv: list[str], out: Path) -> None:
+                  times: dict, total: float, argv: list[str], out: Path, old: str | None = None) -> None:
+    """Write the results file; with ``old`` (``--merge``), only this invocation's sections replace
+    theirs in it (:func:`synaug.experiments.results_file.merge`)."""
     import torch
 
     from synaug.experiments import experiment
@@ -78,7 +80,12 @@ def write_results(path: Path, sections: dict, setups: list[str], scale: str, see
     lines += ["## Where the runs are", "",
               f"Each run folder (config, manifests, checkpoints, metrics, report.html) is under "
               f"`{out}/{scale}/seed<N>/<run>/`.", ""]
-    write_text_atomic(path, "\n".join(lines))
+    text = "\n".join(lines)
+    if old is not None:
+        from synaug.experiments.results_file import merge
+
+        text = merge(old, text)
+    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "reproduce"), help="folder for all run folders")
     p.add_argument("--results", default=str(ROOT / "docs" / "results.md"),
                    help="markdown file to write (plots go next to it)")
+    p.add_argument("--merge", action="store_true",
+                   help="update only the sections of the experiments run in an existing --results file (the "
+                        "others and the header kept; one 'Updated by' line added)")
     args = p.parse_args(argv)
     only = EXPERIMENTS if not args.only else tuple(dict.fromkeys(ALIASES.get(e, e) for e in args.only))
     bad = [e for e in only if e not in EXPERIMENTS + OPTIONAL]
@@ -125,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         sections[name], extra = mod.analyse(runners, ctx)
         times[name] = extra + sum(r.seconds(n) for r in runners for n in dict.fromkeys(mod.runs(args.scale)))
     total = time.perf_counter() - t_start
-    write_results(results, sections, setups, args.scale, seeds_of, times, total, argv, out)
+    old = results.read_text() if args.merge and results.is_file() else None
+    write_results(results, sections, setups, args.scale, seeds_of, times, total, argv, out, old)
     print(f"\nwrote {results} ({total / 60:.1f} min)")
     return 0
 

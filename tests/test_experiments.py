@@ -503,3 +503,19 @@ def test_gap_experiment_tiny(tmp_path):
     hist = lambda d: json.loads((d / "history.json").read_text())  # noqa: E731
     assert hist(row / "scorer" / "train") == hist(runner.dir / "demo-synaug-sd14-fp32" / "train")   # not trained again
     assert (runner.dir / "gap_ft_blocks" / "finetune" / "finetune.json").is_file()
+
+
+def test_merge_updates_only_the_sections_run():
+    """``reproduce_cpu.py --merge``: one experiment re-run replaces its section, keeps the others."""
+    from synaug.experiments.results_file import merge, split_sections
+
+    old = ("# R\n\nGenerated. Command: `python x --seeds 0 1 2`\n\n- Date: 2026-11-26; commit a\n\n## Setup\n\n- s1\n\n"
+           "## A\n\nold A\n\n## B\n\nold B\n\n## Where the runs are\n\nhere\n")
+    new = ("# R\n\nGenerated. Command: `python x --only b c`\n\n- Date: 2026-12-06 14:00; commit b\n\n"
+           "## Setup\n\n- s1\n- s2\n\n## B\n\nnew B\n\n## C\n\nnew C\n\n## Where the runs are\n\nhere\n")
+    head, secs = split_sections(merge(old, new))
+    assert list(secs) == ["## Setup", "## A", "## B", "## C", "## Where the runs are"]
+    assert "old A" in secs["## A"] and "new B" in secs["## B"] and "old B" not in "\n".join(secs["## B"])
+    assert [l for l in secs["## Setup"] if l.startswith("- ")] == ["- s1", "- s2"]
+    assert "- Date: 2026-11-26; commit a" in head            # the old header stays
+    assert any("`python x --only b c`" in l and "2026-12-06 14:00; commit b" in l for l in head)
