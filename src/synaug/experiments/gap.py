@@ -146,9 +146,11 @@ def val_score(run_dir: Path) -> float:
     there is one (``finetune.json``), else the selected epoch's (``train/summary.json``)."""
     ft = run_dir / "finetune" / "finetune.json"
     if ft.is_file():
-        return 100.0 * json.loads(ft.read_text())["val"]["mean_class"]
-    s = json.loads((run_dir / "train" / "summary.json").read_text())
-    return 100.0 * s["best_value"] if s.get("select_metric") == "mean_class" else float("nan")
+        v = json.loads(ft.read_text())["val"]["mean_class"]
+    else:
+        s = json.loads((run_dir / "train" / "summary.json").read_text())
+        v = s["best_value"] if s.get("select_metric") == "mean_class" else float("nan")
+    return round(100.0 * v, 6)  # float noise (0.43 vs 0.43000000000000005) must not break a tie
 
 
 def prefill_scorer(runner, name: str) -> None:
