@@ -145,7 +145,7 @@ def test_demo_quick(tmp_path):
     plus = Manifest.read(tmp_path / "demo" / "synaug-plus" / "synthetic" / "synthetic.parquet")
     assert plus.df["source_file"].tolist() == syn.df["source_file"].tolist()
     cfg = yaml.safe_load((tmp_path / "demo" / "synaug-plus" / "config.yaml").read_text())
-    assert cfg["train"]["synthetic"]["loss_weight"] == 0.5 and cfg["finetune"]["train_blocks"] == 1
+    assert cfg["train"]["synthetic"]["batch_share"] == 0.5 and cfg["finetune"]["train_blocks"] == 1
     assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
     cmp = (tmp_path / "demo" / "comparison.md").read_text()
     assert "Stable Diffusion 1.4" in cmp and "held-out real CIFAR-10" in cmp

@@ -28,8 +28,9 @@ RUNS = ("ce", "synaug-sd14", "synaug-plus", "synaug-pool")
 #: the ``synaug-plus`` preset: what it adds to the paper recipe. The combination the gap experiment
 #: (:mod:`synaug.experiments.gap`, issue 17) chose on validation over 3 seeds; its section says
 #: whether this still equals the choice.
-PLUS = {"train": {"synthetic": {"loss_weight": 0.5}}, "finetune": {"train_blocks": 1}}
-PLUS_NOTE = "the paper recipe plus synthetic rows' loss weight 0.5 and step 3 also fine-tuning the last block"
+PLUS = {"train": {"synthetic": {"batch_share": 0.5}}, "finetune": {"train_blocks": 1}}
+PLUS_NOTE = ("the paper recipe plus half of every batch synthetic (train.synthetic.batch_share 0.5) and step 3 "
+             "also fine-tuning the last block")
 
 
 def base_config(epochs: int, quick: bool) -> dict:
