@@ -38,6 +38,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_temps(folder: str | os.PathLike, pattern: str = ".*.tmp", owned=None) -> None:
+    """Delete the temp files (``pattern``; :func:`atomic_path` names them ``.<name>.<random>.tmp``)
+    that a process killed inside an atomic write left in ``folder``; ``owned(name)`` limits it to
+    the caller's own files where another process may still be writing beside it."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for t in folder.glob(pattern):
+        if owned is None or owned(t.name):
+            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

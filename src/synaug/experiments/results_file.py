@@ -27,10 +27,10 @@ def split_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def _updated_line(new_head: list[str]) -> str:
-    info = {k: l for l in new_head for k in ("Command:", "- Date:", "- Machine:") if l.startswith(k) or k in l}
-    cmd = info.get("Command:", "").split("Command:", 1)[-1].strip()
-    date = info.get("- Date:", "").removeprefix("- Date:").strip()
-    return f"- Updated by {cmd or 'an invocation'}: {date}" if date else f"- Updated by {cmd}."
+    """"- Updated by <the new file's command>: <its date line>"."""
+    cmd = next((l.split("Command:", 1)[1].strip() for l in new_head if "Command:" in l), "an invocation")
+    date = next((l.removeprefix("- Date:").strip() for l in new_head if l.startswith("- Date:")), "")
+    return f"- Updated by {cmd}: {date}" if date else f"- Updated by {cmd}."
 
 
 def merge(old: str, new: str) -> str:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..config import dump, save_resolved
 from ..errors import SynaugError
-from ..io import atomic_path, write_bytes_atomic, write_json_atomic
+from ..io import atomic_path, remove_temps, write_bytes_atomic, write_json_atomic
 from ..manifest import Manifest
 from ..plan import Plan
 from .base import Item, derive_seed, plan_items, png_bytes, to_square
@@ -212,18 +212,13 @@ def _remove_stale_temps(out_dir: Path, mine: Sequence[Item], rank: int, world_si
     own = ".rank*-part*.tmp" if world_size == 1 else f".rank{rank}-part*.tmp"
     patterns = [(out_dir / SHARD_DIR, own)] + ([(out_dir, ".*.tmp")] if rank == 0 else [])
     for d, pat in patterns:
-        if d.is_dir():
-            for t in d.glob(pat):
-                t.unlink(missing_ok=True)
+        remove_temps(d, pat)
     names_by_dir: dict[Path, set[str]] = {}
     for it in mine:
         p = out_dir / it.path
         names_by_dir.setdefault(p.parent, set()).add(p.name)
     for d, names in names_by_dir.items():
-        if d.is_dir():
-            for t in d.glob(".*.tmp"):
-                if t.name[1:].split(".png", 1)[0] + ".png" in names:
-                    t.unlink(missing_ok=True)
+        remove_temps(d, owned=lambda t, names=names: t[1:].split(".png", 1)[0] + ".png" in names)
 
 
 # ---------------------------------------------------------------------------- main entry

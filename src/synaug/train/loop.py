@@ -21,7 +21,7 @@ import torch
 
 from ..config import dump, save_resolved
 from ..errors import SynaugError
-from ..io import write_json_atomic
+from ..io import remove_temps, write_json_atomic
 from ..manifest import Manifest
 from ..threads import ThreadGovernor, describe as describe_threads
 from ..models import Classifier, create_model
@@ -226,10 +226,8 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
     phase = lambda e: "main" if e < cfg.epochs else "head"  # noqa: E731
     start, history, best = 0, [], {"epoch": None, "value": None, "metric": cfg.select_metric}
     optimizer = _optimizer_for(model, "main", cfg, algo)
-    if rank == 0 and out_dir.is_dir():
-        for t in out_dir.glob(".*.tmp"):  # half-written files of a run killed inside an atomic write
-            if _OWN_TEMP.match(t.name):
-                t.unlink(missing_ok=True)
+    if rank == 0:  # half-written files of a run killed inside an atomic write
+        remove_temps(out_dir, owned=_OWN_TEMP.match)
     last = ckpt.read_last(out_dir) if resume else None
     if last is not None:
         if _check_resume(last, cfg, fingerprint, out_dir) == "extend" and rank == 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import dump
-from ...io import write_bytes_atomic, write_json_atomic
+from ...io import remove_temps, write_bytes_atomic, write_json_atomic
 from ...manifest import Manifest
 from ...prompts import display_name
 from ..base import derive_seed, png_bytes
@@ -30,16 +30,6 @@ from .step import Batch, diffusion_loss, fixed_draw_loss
 RECORD = "adapter.json"
 IMAGES = "images.parquet"
 EVAL_DRAWS = 8
-
-
-def remove_stale_temps(unit_dir: Path) -> None:
-    """Delete what a run killed inside an atomic write left (``.<name>.*.tmp``, ``.lora-save.tmp/``):
-    a unit belongs to one process at a time, so no live writer owns them."""
-    import shutil
-
-    if unit_dir.is_dir():
-        for t in unit_dir.glob(".*.tmp"):
-            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
 
 
 def unit_done(unit_dir: Path, digest: str) -> dict | None:
@@ -148,7 +138,7 @@ def _decodes(p: Path) -> bool:
 def fit_unit(model: FitModel, unit: Unit, unit_dir: Path, digest: str, template: str, task: str, res: int,
              progress: bool = True, desc: str = "fit") -> dict:
     """Fit (or resume, or skip when done) one unit; returns its record (``adapter.json``)."""
-    remove_stale_temps(unit_dir)
+    remove_temps(unit_dir)  # a unit belongs to one process at a time: every temp file in it is stale
     done = unit_done(unit_dir, digest)
     if done is not None:
         return done

@@ -22,12 +22,12 @@ from typing import Sequence
 
 from ...config import dump, save_resolved
 from ...errors import SynaugError
-from ...io import write_json_atomic
+from ...io import remove_temps, write_json_atomic
 from ...manifest import Manifest
 from ..dist import DistInfo, barrier
 from .config import NON_RESULT_KEYS, FitConfig
 from .data import Unit, check_template, few_shot_warnings, images_digest, make_units
-from .loop import fit_unit, remove_stale_temps, unit_done
+from .loop import fit_unit, unit_done
 from .store import AdapterSet, write_index
 
 FIT_JSON = "fit.json"
@@ -109,7 +109,7 @@ def fit(real: Manifest, cfg: FitConfig, out_dir: str | Path, classes: Sequence[s
     if check_only:
         return est
     if dist.rank == 0:
-        remove_stale_temps(out_dir)  # top-level files are rank 0's; each unit cleans its own folder
+        remove_temps(out_dir)  # top-level files are rank 0's; each unit cleans its own folder
         save_resolved(cfg, out_dir / "fit.yaml")
         write_json_atomic(out_dir / FIT_JSON, fp)
     mine = units[dist.rank::dist.world_size]
