@@ -5,15 +5,15 @@ At the demo's configuration (:mod:`synaug.demo`: CIFAR-10-LT IF 100, head 400, R
 epochs, Stable Diffusion 1.4 images of ``shared-sd14``), in fp32. Fixed rows: CE, the paper recipe
 with the SD 1.4 images, the paper recipe with held-out REAL images (the reference: the gap's far
 end) — the precision experiment's ``demo-*-fp32`` runs, shared by name (run once for both).
-Screen, then confirm (validation only; the test split decides nothing). Every option
-:func:`options` lists for the scale is one more run at the FIRST seed: the paper recipe plus that
-option. An option whose validation score (the final model's mean-class accuracy on the validation
-split) beats the paper recipe's on that seed passes the screen and runs at every other seed; the
-others stay one-seed rows, marked so (:func:`screen`). The ``combo`` row combines the confirmed
-options whose mean validation score beats the paper recipe's; where two such options set the same
-thing (two selectors, two batch shares) the one with the better validation score is taken
+Every option :func:`options` lists for the scale is one more run per seed: the paper recipe plus
+that option (validation decides; the test split decides nothing). The ``combo`` row combines the
+options whose mean validation score over the seeds (the final model's mean-class accuracy on the
+validation split) beats the paper recipe's; where two such options set the same thing (two
+selectors, two batch shares) the one with the better mean validation score is taken
 (:func:`choose_combo`). The combination is the ``synaug-plus`` preset (:data:`synaug.demo.PLUS`,
-``configs/synaug-plus-cpu.yaml``); the section says whether the preset still equals it.
+``configs/synaug-plus-cpu.yaml``); the section says whether the preset still equals it. Runs go
+option by option (all seeds of one option before the next), so an interrupted invocation leaves
+whole rows cached.
 
 Per seed every row shares one long-tailed draw (the demo's ``lt_seed``) and the seed of training
 and of the image draw, so differences are paired. The gap closed by a row is
@@ -23,9 +23,9 @@ Selection rows use the round-1 scorer: the paper recipe's own model (round 1 of 
 loop trains exactly the paper recipe on the first-needed candidates, which are the paper row's
 images), so its trained model is copied into their ``scorer/train`` folder and resumed as
 finished; their wall time leaves that training out (a user running the loop alone pays it once).
-Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 8
-options screened at seed 0, ~8 min per run on 2 cores, plus 3 fixed rows, the confirmed options
-and the combination at every seed: ~2.5-3 h from nothing).
+Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 11
+options, 3 fixed rows and the combination at every seed, ~8-12 min per run on 2 cores: ~7 h from
+nothing).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ EPOCHS = 22                      # the demo's training epochs
 GOAL = 75.0                      # % of the CE -> held-out-real gap the chosen combination must close
 CANDIDATES = {"small": 10, "tiny": 2}
 PREFIX = "gap_"
-SEEDS = (0, 1, 2)                # options screened on the first, confirmed on all (module docstring)
+SEEDS = (0, 1, 2)
 #: the fixed rows: the demo's runs in fp32 (:func:`synaug.experiments.precision.fp32_specs`)
 REF_RUN = {"ce": "demo-ce-fp32", "paper": "demo-synaug-sd14-fp32", "real": "demo-synaug-pool-fp32"}
 REF = {"ce": "CE (long-tailed real data)", "paper": "paper recipe, SD 1.4 images",
@@ -87,12 +87,11 @@ def row(key: str) -> str:
     return REF_RUN.get(key, PREFIX + key)
 
 
-#: the options the small scale screens, in the order they run: 8 of the 11 (~8 min per run on 2
-#: cores; separate_bn trains at ~0.4x the speed). The other 3 (select_diverse, select_typical_diverse,
-#: share_schedule) are built and tested (tests/test_select.py, tests/test_train_synthetic.py) but
-#: not measured, for compute; the section names them.
-SMALL_OPTIONS = ("ft_blocks", "select_uncertain", "separate_bn", "color_match", "loss_weight", "smoothing",
-                 "batch_share", "select_typical")
+#: the options the small scale runs, in the order they run (cheap and likely ones first;
+#: separate_bn trains at ~0.4x the speed): all of :data:`OPTIONS`
+SMALL_OPTIONS = ("ft_blocks", "loss_weight", "smoothing", "batch_share", "select_uncertain", "select_typical",
+                 "select_diverse", "select_typical_diverse", "share_schedule", "color_match", "separate_bn")
+assert sorted(SMALL_OPTIONS) == sorted(OPTIONS)
 
 
 def options(scale: str) -> list[str]:
@@ -211,26 +210,18 @@ def effect(d: list[float]) -> str:
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
     opts = options(ctx.scale)
     rows = {row(k): [collect(r, row(k)) for r in runners] for k in REF}
+    for o in opts:  # option by option: an interrupted invocation leaves whole rows
+        rows[PREFIX + o] = [collect(r, PREFIX + o) for r in runners]
     paper_val = [x["val"] for x in rows[row("paper")]]
-    first = {o: [collect(runners[0], PREFIX + o)] for o in opts}
-    passed = screen({o: v[0]["val"] for o, v in first.items()}, paper_val[0])
-    for o in opts:
-        rows[PREFIX + o] = first[o] + ([collect(r, PREFIX + o) for r in runners[1:]] if o in passed else [])
-    chosen = choose_combo({o: [x["val"] for x in rows[PREFIX + o]] for o in passed}, paper_val)
+    chosen = choose_combo({o: [x["val"] for x in rows[PREFIX + o]] for o in opts}, paper_val)
     combo = _combo_rows(runners, ctx.scale, chosen, rows)
     if combo is not None:
         rows[PREFIX + "combo"] = combo
     col = lambda n, k: [x[k] for x in rows[n]]  # noqa: E731
     ce, real, paper = col(row("ce"), "top1"), col(row("real"), "top1"), col(row("paper"), "top1")
     md = _table(rows, opts, ce, real, paper, chosen)
-    md += _verdicts(rows, opts, passed, ce, real, paper, chosen, len(runners))
+    md += _verdicts(rows, opts, ce, real, paper, chosen, len(runners))
     return md, 0.0
-
-
-def screen(first_val: dict[str, float], paper_first_val: float) -> list[str]:
-    """The options whose validation score on the first seed beats the paper recipe's there: they
-    are run at the other seeds too. Validation only."""
-    return [o for o, v in first_val.items() if not math.isnan(v) and v > paper_first_val]
 
 
 def _combo_rows(runners, scale: str, chosen: list[str], rows: dict):
@@ -263,8 +254,7 @@ def _table(rows, opts, ce, real, paper, chosen) -> list[str]:
         d = [b - a for a, b in zip(paper, t)]
         diff = "" if n in fixed else f"{fmt(d)} ({sum(x > 0 for x in d)}/{len(d)})"
         gap = "–" if n == row("ce") else fmt(gap_closed(t, ce, real), 1)
-        few_seeds = " (screen: 1 seed)" if len(t) < len(paper) else ""
-        md.append(f"| {_label(n)}{few_seeds} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
+        md.append(f"| {_label(n)} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
                                                            ("many", "medium", "few"))
                   + f" | {fmt([x['val'] for x in rows[n]])} | {fmt([x['seconds'] / 60 for x in rows[n]], 1)} | "
                     f"{gap} | {diff} |")
@@ -272,14 +262,12 @@ def _table(rows, opts, ce, real, paper, chosen) -> list[str]:
                f"paper recipe's, the best of each kind. Chosen: {', '.join(chosen) if chosen else 'none'}"
                + ("" if len(chosen) > 1 else " — the combo row is " + (f"the `{chosen[0]}` row" if chosen else
                                                                          "the paper recipe itself")) + ".",
-           "Screen: every option ran at the first seed; those whose validation score beat the paper recipe's "
-           "there ran at every seed (validation decides; rows marked 'screen: 1 seed' did not pass).",
            "Selection rows: round-1 scorer = the paper row's model (fine-tuned), its training not counted in their "
            "wall time. Gap closed = (row − CE) / (held-out-real row − CE) of top-1, per seed.", ""]
     return md
 
 
-def _verdicts(rows, opts, passed, ce, real, paper, chosen, n_seeds) -> list[str]:
+def _verdicts(rows, opts, ce, real, paper, chosen, n_seeds) -> list[str]:
     t = lambda n: [x["top1"] for x in rows[n]]  # noqa: E731
     combo = t(PREFIX + "combo") if PREFIX + "combo" in rows else paper
     g_combo, g_paper = gap_closed(combo, ce, real), gap_closed(paper, ce, real)
@@ -301,19 +289,12 @@ def _verdicts(rows, opts, passed, ce, real, paper, chosen, n_seeds) -> list[str]
         md.append(f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): "
                   f"**NOT met** — {'; '.join(short)}.")
     md.append(_preset_line(chosen))
-    nothing, hurt, out = [], [], []
+    nothing, hurt = [], []
     for o in opts:
         d = [b - a for a, b in zip(paper, t(PREFIX + o))]
-        if o not in passed and n_seeds > 1:
-            out.append(o)
-            md.append(f"- {OPTIONS[o][1]} (`{o}`): screened out on validation (first seed only); its one paired "
-                      f"test difference, not evidence either way: {d[0]:+.2f} points top-1.")
-            continue
         e = effect(d)
         md.append(f"- {OPTIONS[o][1]} (`{o}`): {e} — {compare('paper recipe', paper, o, t(PREFIX + o), 'top-1')[1]}.")
         (hurt if "hurts" in e else nothing if "no clear" in e else []).append(o)
-    if out:
-        md.append(f"- Screened out at the first seed (validation not above the paper recipe's): {', '.join(out)}.")
     if nothing:
         md.append(f"- Options that did nothing measurable: {', '.join(nothing)}.")
     unmeasured = [o for o in OPTIONS if o not in opts]
@@ -334,4 +315,4 @@ def _preset_line(chosen: list[str]) -> str:
                f"**differs** from the chosen combination ({', '.join(chosen) or 'none'}): update synaug.demo.PLUS."))
 
 
-__all__ = ["OPTIONS", "choose_combo", "screen", "gap_closed", "effect", "specs", "runs", "analyse"]
+__all__ = ["OPTIONS", "choose_combo", "gap_closed", "effect", "specs", "runs", "analyse"]
