@@ -173,10 +173,14 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
     -------
     TrainResult
     """
-    cfg = cfg or TrainConfig()
-    out_dir = Path(out_dir)
-    device = ddp.local_device(resolve_device(cfg.device))
-    rank, world = ddp.init(device)
+    run = _Training(train_manifest, val_manifest, cfg or TrainConfig(), Path(out_dir))
+    run.restore(resume)
+    run.train(callbacks)
+    return run.finish()
+
+
+def _inputs(train_manifest: Manifest, val_manifest: Optional[Manifest]) -> tuple[Manifest, Optional[Manifest]]:
+    """The training rows and the model-selection rows (None: keep the last epoch); test rows refused."""
     refuse_test_rows(train_manifest, "training")
     train_m = train_manifest.split("train")
     if len(train_m) == 0:
@@ -189,154 +193,208 @@ def train_model(train_manifest: Manifest, val_manifest: Optional[Manifest] = Non
     val_m = val_m if len(val_m) else None
     if val_m is not None and val_m.classes != train_m.classes:
         raise SynaugError("validation and training manifests have different classes")
+    return train_m, val_m
 
-    syn.check(cfg, cfg.algorithm.name)
-    seed_everything(cfg.seed)
-    aug = cfg.augment
-    train_set = ImageSet(train_m, cfg.data, "training", device, cfg.channels_last, aug.mean, aug.std)
-    color = _color_match(train_set, train_m, cfg)
-    val_set = (ImageSet(val_m, cfg.data, "model selection", device, cfg.channels_last, aug.mean, aug.std)
-               if val_m is not None and rank == 0 else None)
-    C = train_m.num_classes
-    info = DataInfo(train_m.df["label"].to_numpy(), train_m.df["group"].to_numpy(), C,
-                    train_m.num_groups, cfg.epochs)
-    algo = build_algorithm(cfg.algorithm, info, device)
-    total_epochs = cfg.epochs + algo.extra_epochs()
 
+def _init_model(cfg: TrainConfig, num_classes: int, device) -> Classifier:
     torch.manual_seed(seed_for(cfg.seed, 0xA11))  # model init independent of data-side draws
-    model = build_model(cfg, C)
+    model = build_model(cfg, num_classes)
     if cfg.synthetic.separate_bn:
         syn.split_batchnorm(model)  # same state-dict keys: checkpoints stay plain models
     model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
+
+def _meta(train_m: Manifest, cfg: TrainConfig) -> dict:
+    """What every saved model carries besides its weights."""
     real = train_m.df["source"] == "real"
-    meta = {"classes": train_m.classes, "groups": train_m.groups,
+    aug = cfg.augment
+    return {"classes": train_m.classes, "groups": train_m.groups,
             "train_class_counts": train_m.class_counts().tolist(),
-            "real_train_class_counts": np.bincount(train_m.df.loc[real, "label"], minlength=C).tolist(),
+            "real_train_class_counts": np.bincount(train_m.df.loc[real, "label"],
+                                                   minlength=train_m.num_classes).tolist(),
             "train_cell_counts": train_m.cell_counts().tolist(),
             "real_train_cell_counts": train_m.select(real.to_numpy()).cell_counts().tolist(),
             "algorithm": cfg.algorithm.name, "mean": list(aug.mean), "std": list(aug.std),
             "image_size": cfg.data.image_size, "eval_resize": cfg.data.eval_resize, "stage": "train"}
-    cfg_dump = dump(cfg)
-    fingerprint = manifest_fingerprint(train_m)
 
-    # ------------------------------------------------------------- state / resume
-    phase = lambda e: "main" if e < cfg.epochs else "head"  # noqa: E731
-    start, history, best = 0, [], {"epoch": None, "value": None, "metric": cfg.select_metric}
-    optimizer = _optimizer_for(model, "main", cfg, algo)
-    if rank == 0:  # half-written files of a run killed inside an atomic write
-        remove_temps(out_dir, owned=_OWN_TEMP.match)
-    last = ckpt.read_last(out_dir) if resume else None
-    if last is not None:
-        if _check_resume(last, cfg, fingerprint, out_dir) == "extend" and rank == 0:
+
+class _Training:
+    """One call of :func:`train_model`: data, model and state, then stage by stage (restore,
+    train, finish). Every rank builds one; rank 0 alone writes files."""
+
+    def __init__(self, train_manifest: Manifest, val_manifest: Optional[Manifest], cfg: TrainConfig,
+                 out_dir: Path):
+        self.cfg, self.out_dir = cfg, out_dir
+        self.device = ddp.local_device(resolve_device(cfg.device))
+        self.rank, self.world = ddp.init(self.device)
+        self.train_m, self.val_m = _inputs(train_manifest, val_manifest)
+        syn.check(cfg, cfg.algorithm.name)
+        seed_everything(cfg.seed)
+        aug, m = cfg.augment, self.train_m
+        self.train_set = ImageSet(m, cfg.data, "training", self.device, cfg.channels_last, aug.mean, aug.std)
+        self.color = _color_match(self.train_set, m, cfg)
+        self.val_set = (ImageSet(self.val_m, cfg.data, "model selection", self.device, cfg.channels_last,
+                                 aug.mean, aug.std) if self.val_m is not None and self.rank == 0 else None)
+        info = DataInfo(m.df["label"].to_numpy(), m.df["group"].to_numpy(), m.num_classes, m.num_groups,
+                        cfg.epochs)
+        self.algo = build_algorithm(cfg.algorithm, info, self.device)
+        self.total_epochs = cfg.epochs + self.algo.extra_epochs()
+        self.model = _init_model(cfg, m.num_classes, self.device)
+        self.meta, self.cfg_dump, self.fingerprint = _meta(m, cfg), dump(cfg), manifest_fingerprint(m)
+        self.start, self.history = 0, []
+        self.best = {"epoch": None, "value": None, "metric": cfg.select_metric}
+        self.optimizer = _optimizer_for(self.model, "main", cfg, self.algo)
+        self.step: Optional[TrainStep] = None
+        self.governor: Optional[ThreadGovernor] = None
+
+    def phase(self, epoch: int) -> str:
+        return "main" if epoch < self.cfg.epochs else "head"
+
+    def restore(self, resume: bool) -> None:
+        """Continue from ``last.json`` (when ``resume`` and present), else start the folder afresh."""
+        cfg, out_dir = self.cfg, self.out_dir
+        if self.rank == 0:  # half-written files of a run killed inside an atomic write
+            remove_temps(out_dir, owned=_OWN_TEMP.match)
+        last = ckpt.read_last(out_dir) if resume else None
+        if last is None:
+            if self.rank == 0:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "last.json").unlink(missing_ok=True)  # --no-resume: never point at an old run
+                save_resolved(cfg, out_dir / "config.yaml")
+            return
+        if _check_resume(last, cfg, self.fingerprint, out_dir) == "extend" and self.rank == 0:
             save_resolved(cfg, out_dir / "config.yaml")
-        state = ckpt.load_file_state(out_dir / last["weights"])
-        model.load_state_dict(state)
-        start = int(last["epoch"]) + 1
-        history, best = last["history"], last["best"]
-        if start < total_epochs:
-            optimizer = _optimizer_for(model, phase(start), cfg, algo)
-            if last["phase"] == phase(start):
-                algo_state = ckpt.load_training_state(out_dir / last["state"], last["optimizer"], optimizer, device)
-                algo.load_state_dict(algo_state)
-            else:  # first head-phase epoch: fresh head optimizer, keep algorithm state
-                algo.load_state_dict(ckpt.load_training_state_algo(out_dir / last["state"]))
-    elif rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "last.json").unlink(missing_ok=True)  # --no-resume: never point at an old run
-        save_resolved(cfg, out_dir / "config.yaml")
+        self.model.load_state_dict(ckpt.load_file_state(out_dir / last["weights"]))
+        self.start = int(last["epoch"]) + 1
+        self.history, self.best = last["history"], last["best"]
+        if self.start >= self.total_epochs:
+            return
+        ph = self.phase(self.start)
+        self.optimizer = _optimizer_for(self.model, ph, cfg, self.algo)
+        if last["phase"] == ph:
+            self.algo.load_state_dict(ckpt.load_training_state(out_dir / last["state"], last["optimizer"],
+                                                               self.optimizer, self.device))
+        else:  # first head-phase epoch: fresh head optimizer, keep algorithm state
+            self.algo.load_state_dict(ckpt.load_training_state_algo(out_dir / last["state"]))
 
-    amp, amp_why = resolve_amp(cfg.amp, device)
-    steps_left = (len(train_m) // (cfg.batch_size * world)) * (total_epochs - start)
-    compiled, compile_why = resolve_compile(cfg.compile, device, steps_left)
-    if amp == "bf16-emulated" and compiled:
-        compiled, compile_why = False, "compile: off: amp bf16-emulated runs eagerly (a dispatch mode)"
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    mode, mode_why = choose_mode(cfg, device, world, algo, amp)
-    governor = ThreadGovernor() if device.type == "cpu" else None
-    step: Optional[TrainStep] = None
-    for epoch in range(start, total_epochs):
-        ph = phase(epoch)
-        if epoch == start or (ph == "head" and phase(epoch - 1) == "main"):
-            if epoch != start:
-                optimizer = _optimizer_for(model, ph, cfg, algo)
-            net = _prepare(model, ph, device)
-            algo.start_phase(model, ph)
-            if step is None:
-                step = TrainStep(net, model, optimizer, algo, train_set, cfg, device, scaler, mode,
-                                 amp=amp, compile_=compiled)
-                step.mode_why = mode_why
-            step.net = net
-            step.set_optimizer(optimizer)
+    def train(self, callbacks: Sequence[Callable[[dict], None]]) -> None:
+        """The epochs left: precision, compile and step mode decided once, then one epoch at a time."""
+        cfg, dev = self.cfg, self.device
+        self.amp, self.amp_why = resolve_amp(cfg.amp, dev)
+        steps_left = (len(self.train_m) // (cfg.batch_size * self.world)) * (self.total_epochs - self.start)
+        compiled, compile_why = resolve_compile(cfg.compile, dev, steps_left)
+        if self.amp == "bf16-emulated" and compiled:
+            compiled, compile_why = False, "compile: off: amp bf16-emulated runs eagerly (a dispatch mode)"
+        self.scaler = torch.amp.GradScaler(dev.type) if self.amp == "fp16" else None
+        mode, mode_why = choose_mode(cfg, dev, self.world, self.algo, self.amp)
+        self.plan = {"mode": mode, "why": mode_why, "compile": compiled, "compile_why": compile_why}
+        self.governor = ThreadGovernor() if dev.type == "cpu" else None
+        for epoch in range(self.start, self.total_epochs):
+            row = self._epoch(epoch)
+            for cb in callbacks:
+                cb(row)
+
+    def _epoch(self, epoch: int) -> dict:
+        cfg, ph = self.cfg, self.phase(epoch)
+        if epoch == self.start or (ph == "head" and self.phase(epoch - 1) == "main"):
+            self._begin_phase(epoch, ph)
         lr = (lr_at(epoch, cfg.optim.lr, cfg.epochs, cfg.schedule) if ph == "main"
-              else algo.head_lr(epoch - cfg.epochs, cfg.optim.lr))
-        set_lr(optimizer, lr)
-        row = _train_epoch(step, model, algo, train_set, cfg, epoch, total_epochs, ph, rank, world)
-        algo.after_epoch(model, epoch)
+              else self.algo.head_lr(epoch - cfg.epochs, cfg.optim.lr))
+        set_lr(self.optimizer, lr)
+        row = _train_epoch(self.step, self.model, self.algo, self.train_set, cfg, epoch, self.total_epochs, ph,
+                           self.rank, self.world)
+        self.algo.after_epoch(self.model, epoch)
         row["lr"] = lr
         row["phase"] = ph
-        if governor is not None:
+        if self.governor is not None:
             row["threads"] = torch.get_num_threads()
-            governor.check(log=tqdm_write if cfg.progress and rank == 0 else None)
-        # model selection on the validation split (rank 0 evaluates, all ranks agree)
-        if val_set is not None or (val_m is not None and world > 1):
-            if (epoch + 1) % cfg.eval_every == 0 or epoch == total_epochs - 1:
-                value = None
-                if rank == 0:
-                    logits = predict_logits(model, val_set, cfg.data.eval_batch_size, amp=amp)
-                    value = _select_value(cfg.select_metric, logits, val_m)
-                    row["val_top1"] = _select_value("top1", logits, val_m)
-                    row[f"val_{cfg.select_metric}"] = value
-                value = ddp.broadcast(value)
-                if best["value"] is None or value > best["value"]:
-                    # a new file per best epoch; last.json (written below) is the only pointer to it
-                    best.update(epoch=epoch, value=value, weights=f"best_{epoch:04d}.safetensors")
-                    if rank == 0:
-                        ckpt.save_model(model, out_dir / best["weights"], {**meta, "epoch": epoch})
-        history.append(row)
-        if cfg.progress and rank == 0:
-            _log_epoch(row, total_epochs)
-        if rank == 0:
-            _write_epoch(out_dir, model, optimizer, algo, meta, epoch, ph, history, best, cfg_dump,
-                         fingerprint, world, scaler)
+            self.governor.check(log=tqdm_write if cfg.progress and self.rank == 0 else None)
+        self._validate(epoch, row)
+        self.history.append(row)
+        if cfg.progress and self.rank == 0:
+            _log_epoch(row, self.total_epochs)
+        if self.rank == 0:
+            _write_epoch(self.out_dir, self.model, self.optimizer, self.algo, self.meta, epoch, ph, self.history,
+                         self.best, self.cfg_dump, self.fingerprint, self.world, self.scaler)
         ddp.barrier()
-        for cb in callbacks:
-            cb(row)
+        return row
 
-    # ------------------------------------------------------------- final model
-    cpu_info = {**describe_threads(), **(governor.summary() if governor is not None else {})}
-    if governor is not None:
-        governor.close()  # the threads it took away are given back for what runs next
-    in_sync = ddp.parameters_in_sync(model) if world > 1 else None
-    last = ckpt.read_last(out_dir) if rank == 0 else None
-    if rank == 0:
+    def _begin_phase(self, epoch: int, ph: str) -> None:
+        if epoch != self.start:
+            self.optimizer = _optimizer_for(self.model, ph, self.cfg, self.algo)
+        net = _prepare(self.model, ph, self.device)
+        self.algo.start_phase(self.model, ph)
+        if self.step is None:
+            p = self.plan
+            self.step = TrainStep(net, self.model, self.optimizer, self.algo, self.train_set, self.cfg, self.device,
+                                  self.scaler, p["mode"], amp=self.amp, compile_=p["compile"])
+            self.step.mode_why = p["why"]
+        self.step.net = net
+        self.step.set_optimizer(self.optimizer)
+
+    def _validate(self, epoch: int, row: dict) -> None:
+        """Model selection on the validation split (rank 0 evaluates, all ranks agree)."""
+        if self.val_set is None and not (self.val_m is not None and self.world > 1):
+            return
+        if (epoch + 1) % self.cfg.eval_every != 0 and epoch != self.total_epochs - 1:
+            return
+        metric, value = self.cfg.select_metric, None
+        if self.rank == 0:
+            logits = predict_logits(self.model, self.val_set, self.cfg.data.eval_batch_size, amp=self.amp)
+            value = _select_value(metric, logits, self.val_m)
+            row["val_top1"] = _select_value("top1", logits, self.val_m)
+            row[f"val_{metric}"] = value
+        value = ddp.broadcast(value)
+        if self.best["value"] is None or value > self.best["value"]:
+            # a new file per best epoch; last.json (written with the epoch) is the only pointer to it
+            self.best.update(epoch=epoch, value=value, weights=f"best_{epoch:04d}.safetensors")
+            if self.rank == 0:
+                ckpt.save_model(self.model, self.out_dir / self.best["weights"], {**self.meta, "epoch": epoch})
+
+    def finish(self) -> TrainResult:
+        """The selected model (best validation epoch, else the last) as ``model.safetensors``, the
+        history and ``summary.json``; every rank returns it."""
+        cpu_info = {**describe_threads(), **(self.governor.summary() if self.governor is not None else {})}
+        if self.governor is not None:
+            self.governor.close()  # the threads it took away are given back for what runs next
+        in_sync = ddp.parameters_in_sync(self.model) if self.world > 1 else None
+        if self.rank == 0:
+            self._write_final(in_sync, cpu_info)
+        ddp.barrier()
+        final = ckpt.load_model(self.out_dir / "model.safetensors", self.device).eval()
+        return TrainResult(final, self.out_dir / "model.safetensors", self.history, self.best["epoch"], self.out_dir)
+
+    def _write_final(self, in_sync: Optional[bool], cpu_info: dict) -> None:
+        cfg, out_dir, best = self.cfg, self.out_dir, self.best
+        last = ckpt.read_last(out_dir)
         if last is None:
             raise SynaugError(f"no completed epoch in {out_dir}")
-        src = out_dir / (best["weights"] if best["epoch"] is not None else last["weights"])
-        final = ckpt.load_model(src, device)
+        final = ckpt.load_model(out_dir / (best["weights"] if best["epoch"] is not None else last["weights"]),
+                                self.device)
         ckpt.save_model(final, out_dir / "model.safetensors",
-                        {**meta, "epoch": final.meta.get("epoch"), "selected_by": (
+                        {**self.meta, "epoch": final.meta.get("epoch"), "selected_by": (
                             f"val {cfg.select_metric}" if best["epoch"] is not None else "last epoch")})
-        write_json_atomic(out_dir / "history.json", history)
+        write_json_atomic(out_dir / "history.json", self.history)
+        m = self.train_m
         write_json_atomic(out_dir / "summary.json", {
-            "epochs": total_epochs, "best_epoch": best["epoch"], "best_value": best["value"],
+            "epochs": self.total_epochs, "best_epoch": best["epoch"], "best_value": best["value"],
             "select_metric": cfg.select_metric if best["epoch"] is not None else None,
-            "num_train": len(train_m), "num_val": len(val_m) if val_m is not None else 0,
-            "train_sources": train_m.df["source"].value_counts().to_dict(), "world_size": world,
-            "device": str(device), "data_mode": train_set.mode, "ranks_in_sync": in_sync,
-            **({"synthetic": {**dump(cfg.synthetic), "color_match_stats": color}} if cfg.synthetic.active else {}),
-            "step": {"mode": step.mode if step else mode, "why": step.mode_why if step else mode_why,
-                     "compile": step.compiled if step else compiled,
-                     "compile_why": (step.compile_why or compile_why) if step else compile_why,
-                     "graph_captures": step.captures if step else 0,
-                     "graph_capture_s": round(step.capture_s, 3) if step else 0.0},
-            "amp": {"requested": cfg.amp, "used": amp, "why": amp_why},
+            "num_train": len(m), "num_val": len(self.val_m) if self.val_m is not None else 0,
+            "train_sources": m.df["source"].value_counts().to_dict(), "world_size": self.world,
+            "device": str(self.device), "data_mode": self.train_set.mode, "ranks_in_sync": in_sync,
+            **({"synthetic": {**dump(cfg.synthetic), "color_match_stats": self.color}} if cfg.synthetic.active
+               else {}),
+            "step": self._step_info(), "amp": {"requested": cfg.amp, "used": self.amp, "why": self.amp_why},
             "cpu": cpu_info})
-    ddp.barrier()
-    final = ckpt.load_model(out_dir / "model.safetensors", device).eval()
-    return TrainResult(final, out_dir / "model.safetensors", history, best["epoch"], out_dir)
+
+    def _step_info(self) -> dict:
+        s, p = self.step, self.plan
+        if s is None:  # nothing left to train (a finished run resumed)
+            return {"mode": p["mode"], "why": p["why"], "compile": p["compile"], "compile_why": p["compile_why"],
+                    "graph_captures": 0, "graph_capture_s": 0.0}
+        return {"mode": s.mode, "why": s.mode_why, "compile": s.compiled,
+                "compile_why": s.compile_why or p["compile_why"], "graph_captures": s.captures, "graph_capture_s": round(s.capture_s, 3)}
 
 
 # ---------------------------------------------------------------------- pieces
