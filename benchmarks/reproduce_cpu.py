@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure()  # the CLI's thread count and OpenMP wait policy, set before torch starts
     from synaug.experiments import ALIASES, EXPERIMENTS, OPTIONAL, experiment, run_specs
-    from synaug.experiments.common import SCALES, Context, Runner
+    from synaug.experiments.common import SCALES, Context, Pending, Runner
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="update only the sections of the experiments run in an existing --results file (the "
                         "others and the header kept; one 'Updated by' line added)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="run nothing: report from the finished runs; an experiment that can mark rows pending "
+                        "(gap) does so, the others' sections are left out (kept with --merge)")
     args = p.parse_args(argv)
     only = EXPERIMENTS if not args.only else tuple(dict.fromkeys(ALIASES.get(e, e) for e in args.only))
     bad = [e for e in only if e not in EXPERIMENTS + OPTIONAL]
@@ -127,12 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, mod in mods.items():
         print(f"\n##### {name}", flush=True)
         seeds_of[name] = list(args.seeds if args.seeds is not None else getattr(mod, "SEEDS", DEFAULT_SEEDS))
-        runners = [runner_of.setdefault(s, Runner(out, args.scale, s, specs, reuse)) for s in seeds_of[name]]
+        runners = [runner_of.setdefault(s, Runner(out, args.scale, s, specs, reuse, args.cached_only))
+                   for s in seeds_of[name]]
         ctx = Context(args.scale, seeds_of[name], results.parent, specs)
         for line in (mod.setup(args.scale) if hasattr(mod, "setup") else []):
             if line not in setups:
                 setups.append(line)
-        sections[name], extra = mod.analyse(runners, ctx)
+        try:
+            sections[name], extra = mod.analyse(runners, ctx)
+        except Pending as e:  # --cached-only: this experiment cannot be reported yet
+            print(f"{name}: not reported ({e})", flush=True)
+            seeds_of.pop(name)
+            continue
         times[name] = extra + sum(r.seconds(n) for r in runners for n in dict.fromkeys(mod.runs(args.scale)))
     total = time.perf_counter() - t_start
     old = results.read_text() if args.merge and results.is_file() else None

@@ -5,6 +5,7 @@ import copy
 import itertools
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -403,6 +404,16 @@ def test_reproduce_cpu_tiny_writes_results(tmp_path):
     assert r2.returncode == 0 and "[train] up to date, skipped" in r2.stdout
     assert "[train] running" not in r2.stdout
     assert json.loads((out / "tiny" / "seed0" / "probe.json").read_text())["result"] == probe
+    # --cached-only runs nothing: an experiment with unfinished runs (table1) is not reported, and
+    # with --merge the sections already there stay
+    before = sorted(p.name for p in (out / "tiny" / "seed0").iterdir())
+    r3 = subprocess.run(cmd[:7] + ["fig5", "table1", "--out", str(out), "--results", str(results), "--cached-only",
+                                   "--merge"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert "table1: not reported (run " in r3.stdout and "[train] running" not in r3.stdout
+    assert sorted(p.name for p in (out / "tiny" / "seed0").iterdir()) == before
+    text = results.read_text()
+    assert "## Table 1" not in text and "## Fig. 5" in text and "## Fig. 3 — domain gap" in text
 
 
 def test_data_options_reach_the_dataset_adapter():
@@ -427,6 +438,19 @@ def test_gap_rules_are_computed_from_the_numbers():
            "batch_share": [41.5, 41.5, 41.5], "share_schedule": [40.0, 41.0, 42.0]}        # schedule ties: not chosen
     assert gap.choose_combo(val, paper) == ["select_typical", "loss_weight", "batch_share"]
     assert gap.choose_combo({"smoothing": [1.0]}, [2.0]) == []
+    # a row missing a seed (still pending) is paired with the fixed rows by seed, not by position
+    mk = lambda n, vals: [{"seed": s_, "top1": v, "many": v, "medium": v, "few": v, "val": v, "seconds": 60.0}  # noqa: E731
+                          for s_, v in vals]
+    rows = {gap.row("ce"): mk("ce", [(0, 20.0), (1, 22.0), (2, 24.0)]),
+            gap.row("paper"): mk("p", [(0, 40.0), (1, 41.0), (2, 42.0)]),
+            gap.row("real"): mk("r", [(0, 60.0), (1, 62.0), (2, 64.0)]),
+            "gap_loss_weight": mk("lw", [(0, 41.0), (2, 45.0)])}
+    t, p_, ce, real = gap._paired(rows, "gap_loss_weight")
+    assert (t, p_, ce, real) == ([41.0, 45.0], [40.0, 42.0], [20.0, 24.0], [60.0, 64.0])
+    rows["gap_combo"] = rows["gap_loss_weight"]
+    table = "\n".join(gap._table(rows, ["loss_weight"], ["loss_weight"], {"loss_weight": [1]}))
+    assert "synthetic rows' loss weight 0.5 (pending: seed 1) | 43.00 ± 2.83 |" in table
+    assert "| 2.00 ± 1.41 (2/2) |" in table and "**Provisional**: loss_weight" in table
     assert gap.effect([1.0, 2.0, 0.5]) == "helps in every seed"
     assert "hurts" in gap.effect([-1.0, -2.0, -0.5]) and "hurts** on average" in gap.effect([-3.0, 0.5, -1.0])
     assert gap.effect([2.0, -2.1, 0.2]).startswith("no clear effect")
@@ -486,7 +510,7 @@ def _names(overlay: dict) -> list[str]:
 def test_gap_experiment_tiny(tmp_path):
     """The gap experiment at CI size: every row runs, the table and verdicts come from the numbers."""
     from synaug.experiments import gap
-    from synaug.experiments.common import Context, Runner
+    from synaug.experiments.common import Context, Pending, Runner
 
     specs = gap.specs("tiny")
     runner = Runner(tmp_path / "runs", "tiny", 0, specs, gap.REUSE)
@@ -504,6 +528,18 @@ def test_gap_experiment_tiny(tmp_path):
     hist = lambda d: json.loads((d / "history.json").read_text())  # noqa: E731
     assert hist(row / "scorer" / "train") == hist(runner.dir / "demo-synaug-sd14-fp32" / "train")   # not trained again
     assert (runner.dir / "gap_ft_blocks" / "finetune" / "finetune.json").is_file()
+    # --cached-only: an unfinished option is reported as pending, nothing runs, the choice skips it
+    shutil.rmtree(runner.dir / "gap_select_uncertain")
+    reader = Runner(tmp_path / "runs", "tiny", 0, gap.specs("tiny"), gap.REUSE, cached_only=True)
+    text = "\n".join(gap.analyse([reader], Context("tiny", [0], tmp_path, specs))[0])
+    assert not (runner.dir / "gap_select_uncertain").exists()
+    assert re.search(r"keep the middle of the round-1 model's confidence \(pending: no seed finished\)", text)
+    assert "(`select_uncertain`): pending — seed 0 not finished" in text and "**Provisional**" in text
+    assert "select_uncertain" not in re.search(r"Chosen: (.*)", text).group(1)
+    shutil.rmtree(runner.dir / "demo-ce-fp32")  # a fixed row missing: no section at all
+    with pytest.raises(Pending):
+        gap.analyse([Runner(tmp_path / "runs", "tiny", 0, gap.specs("tiny"), gap.REUSE, cached_only=True)],
+                    Context("tiny", [0], tmp_path, specs))
 
 
 def test_merge_updates_only_the_sections_run():

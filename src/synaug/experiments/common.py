@@ -77,15 +77,24 @@ class Context:
     specs: dict = field(default_factory=dict)
 
 
+class Pending(SynaugError):
+    """A run not finished yet, asked of a runner that only reads finished runs (``cached_only``)."""
+
+
 class Runner:
-    """Runs (or loads from cache) the named runs of one seed under ``out/<scale>/seed<seed>/``."""
+    """Runs (or loads from cache) the named runs of one seed under ``out/<scale>/seed<seed>/``.
+
+    ``cached_only``: read finished runs (a run folder with its ``metrics.json``) and raise
+    :class:`Pending` for the others instead of running them (``reproduce_cpu.py --cached-only``:
+    a long experiment reported while its remaining runs wait for another invocation)."""
 
     def __init__(self, out: Path, scale: str, seed: int, specs: dict[str, dict],
-                 reuse: dict[str, str] | None = None):
+                 reuse: dict[str, str] | None = None, cached_only: bool = False):
         self.dir = Path(out) / scale / f"seed{seed}"
         self.scale, self.seed = scale, seed
         self.specs = specs
         self.reuse = reuse or {}
+        self.cached_only = cached_only
         self.summaries: dict[str, dict] = {}
 
     def run(self, name: str) -> dict:
@@ -95,6 +104,8 @@ class Runner:
             return self.summaries[name]
         if name not in self.specs:
             raise SynaugError(f"no run named {name!r} in the experiment specs")
+        if self.cached_only and not (self.dir / name / "metrics.json").is_file():
+            raise Pending(f"run {name} at seed {self.seed} not finished")
         if name in self.reuse:
             self.run(self.reuse[name])
             seed_from(self.dir / self.reuse[name], self.dir / name)

@@ -35,7 +35,7 @@ import math
 import shutil
 from pathlib import Path
 
-from .common import Context, compare, fmt, mean_std, merge, shot, top1
+from .common import Context, Pending, compare, fmt, mean_std, merge, shot, top1
 
 TITLE = "Closing the gap to real data — selection from more candidates, synthetic-aware training"
 EPOCHS = 22                      # the demo's training epochs
@@ -165,13 +165,26 @@ def prefill_scorer(runner, name: str) -> None:
 def collect(runner, name: str) -> dict:
     """One row of one seed: top-1, shots, validation score, wall time."""
     spec, paper = runner.specs[name], runner.specs[row("paper")]
-    if name != row("paper") and "select" in (spec.get("generate") or {}) and spec["train"] == paper["train"]:
+    if (name != row("paper") and "select" in (spec.get("generate") or {}) and spec["train"] == paper["train"]
+            and not runner.cached_only):
         runner.run(row("paper"))
         prefill_scorer(runner, name)
     s = runner.run(name)
     d = runner.dir / name
-    return {"top1": top1(s), **{b: shot(s, b) for b in ("many", "medium", "few")}, "val": val_score(d),
-            "seconds": runner.seconds(name)}
+    return {"seed": runner.seed, "top1": top1(s), **{b: shot(s, b) for b in ("many", "medium", "few")},
+            "val": val_score(d), "seconds": runner.seconds(name)}
+
+
+def collect_seeds(runners, name: str) -> tuple[list[dict], list[int]]:
+    """The row at every seed, and the seeds whose run is not finished (only a ``cached_only``
+    runner leaves any: it reports instead of running)."""
+    got, pending = [], []
+    for r in runners:
+        try:
+            got.append(collect(r, name))
+        except Pending:
+            pending.append(r.seed)
+    return got, pending
 
 
 def gap_closed(row: list[float], ce: list[float], real: list[float]) -> list[float]:
@@ -209,30 +222,42 @@ def effect(d: list[float]) -> str:
 # ------------------------------------------------------------------------------ the section
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
     opts = options(ctx.scale)
-    rows = {row(k): [collect(r, row(k)) for r in runners] for k in REF}
+    rows = {row(k): [collect(r, row(k)) for r in runners] for k in REF}  # Pending here: no section
+    pending: dict[str, list[int]] = {}
     for o in opts:  # option by option: an interrupted invocation leaves whole rows
-        rows[PREFIX + o] = [collect(r, PREFIX + o) for r in runners]
+        rows[PREFIX + o], miss = collect_seeds(runners, PREFIX + o)
+        if miss:
+            pending[o] = miss
     paper_val = [x["val"] for x in rows[row("paper")]]
-    chosen = choose_combo({o: [x["val"] for x in rows[PREFIX + o]] for o in opts}, paper_val)
-    combo = _combo_rows(runners, ctx.scale, chosen, rows)
-    if combo is not None:
-        rows[PREFIX + "combo"] = combo
-    col = lambda n, k: [x[k] for x in rows[n]]  # noqa: E731
-    ce, real, paper = col(row("ce"), "top1"), col(row("real"), "top1"), col(row("paper"), "top1")
-    md = _table(rows, opts, ce, real, paper, chosen)
-    md += _verdicts(rows, opts, ce, real, paper, chosen, len(runners))
+    chosen = choose_combo({o: [x["val"] for x in rows[PREFIX + o]] for o in opts if o not in pending}, paper_val)
+    rows[PREFIX + "combo"], miss = _combo_rows(runners, ctx.scale, chosen, rows)
+    if miss:
+        pending["combo"] = miss
+    md = _table(rows, opts, chosen, pending)
+    md += _verdicts(rows, opts, chosen, pending, len(runners))
     return md, 0.0
 
 
-def _combo_rows(runners, scale: str, chosen: list[str], rows: dict):
+def _combo_rows(runners, scale: str, chosen: list[str], rows: dict) -> tuple[list[dict], list[int]]:
     """Run the combination (more than one option), or reuse the row it equals (none: the paper
     recipe; one option: that option's row)."""
     if len(chosen) <= 1:
-        return rows[PREFIX + chosen[0] if chosen else row("paper")]
+        return rows[PREFIX + chosen[0] if chosen else row("paper")], []
     spec = option_spec(scale, chosen)
     for r in runners:
         r.specs[PREFIX + "combo"] = spec
-    return [collect(r, PREFIX + "combo") for r in runners]
+    return collect_seeds(runners, PREFIX + "combo")
+
+
+def _by_seed(rows, n: str, key: str = "top1") -> dict[int, float]:
+    return {x["seed"]: x[key] for x in rows[n]}
+
+
+def _paired(rows, n: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Row, paper, CE and held-out-real top-1 at the seeds the row has (pairs by seed)."""
+    t = _by_seed(rows, n)
+    ref = [_by_seed(rows, row(k)) for k in ("paper", "ce", "real")]
+    return [t[s] for s in t], *([r[s] for s in t] for r in ref)
 
 
 def _label(n: str) -> str:
@@ -243,57 +268,58 @@ def _label(n: str) -> str:
     return "**synaug-plus**: combo (chosen on validation)" if key == "combo" else f"+ {OPTIONS[key][1]}"
 
 
-def _table(rows, opts, ce, real, paper, chosen) -> list[str]:
+def _table(rows, opts, chosen, pending) -> list[str]:
     md = ["| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
           "top-1 − paper (seeds positive) |", "|---|---|---|---|---|---|---|---|---|"]
-    order = [row(k) for k in REF] + [PREFIX + o for o in opts] + ([PREFIX + "combo"] if PREFIX + "combo" in rows
-                                                                      else [])
+    order = [row(k) for k in REF] + [PREFIX + o for o in opts] + [PREFIX + "combo"]
     fixed = [row(k) for k in REF]
     for n in order:
-        t = [x["top1"] for x in rows[n]]
+        if not rows[n]:
+            md.append(f"| {_label(n)} (pending: no seed finished) |" + " |" * 8)
+            continue
+        t, paper, ce, real = _paired(rows, n)
         d = [b - a for a, b in zip(paper, t)]
         diff = "" if n in fixed else f"{fmt(d)} ({sum(x > 0 for x in d)}/{len(d)})"
         gap = "–" if n == row("ce") else fmt(gap_closed(t, ce, real), 1)
-        md.append(f"| {_label(n)} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
-                                                           ("many", "medium", "few"))
+        miss = pending.get(n[len(PREFIX):]) if n.startswith(PREFIX) else None
+        note = f" (pending: seed {', '.join(map(str, miss))})" if miss else ""
+        md.append(f"| {_label(n)}{note} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
+                                                                    ("many", "medium", "few"))
                   + f" | {fmt([x['val'] for x in rows[n]])} | {fmt([x['seconds'] / 60 for x in rows[n]], 1)} | "
                     f"{gap} | {diff} |")
-    md += ["", f"Combination rule (validation only): the options whose mean validation mean-class accuracy beats the "
-               f"paper recipe's, the best of each kind. Chosen: {', '.join(chosen) if chosen else 'none'}"
+    md += ["", f"Combination rule (validation only): the options whose mean validation mean-class accuracy over "
+               f"the seeds beats the paper recipe's, the best of each kind. Chosen: "
+               f"{', '.join(chosen) if chosen else 'none'}"
                + ("" if len(chosen) > 1 else " — the combo row is " + (f"the `{chosen[0]}` row" if chosen else
-                                                                         "the paper recipe itself")) + ".",
-           "Selection rows: round-1 scorer = the paper row's model (fine-tuned), its training not counted in their "
+                                                                         "the paper recipe itself")) + "."]
+    waiting = [o for o in pending if o != "combo"]
+    if waiting:
+        md.append(f"**Provisional**: {', '.join(waiting)} not finished at every seed (rows marked 'pending'; "
+                  f"`reproduce_cpu.py --only gap --merge` runs them); the combination is chosen among the finished "
+                  f"options and may change.")
+    md += ["Selection rows: round-1 scorer = the paper row's model (fine-tuned), its training not counted in their "
            "wall time. Gap closed = (row − CE) / (held-out-real row − CE) of top-1, per seed.", ""]
     return md
 
 
-def _verdicts(rows, opts, ce, real, paper, chosen, n_seeds) -> list[str]:
-    t = lambda n: [x["top1"] for x in rows[n]]  # noqa: E731
-    combo = t(PREFIX + "combo") if PREFIX + "combo" in rows else paper
-    g_combo, g_paper = gap_closed(combo, ce, real), gap_closed(paper, ce, real)
-    m_combo = mean_std(g_combo)[0]
-    above = sum(c > p for c, p in zip(combo, paper))
-    met = m_combo >= GOAL and above == len(paper)
-    md = [f"- Paper recipe: closes {fmt(g_paper, 1)} % of the gap between CE and held-out real images."]
+def _verdicts(rows, opts, chosen, pending, n_seeds) -> list[str]:
+    t, paper, ce, real = _paired(rows, row("paper"))
+    md = [f"- Paper recipe: closes {fmt(gap_closed(paper, ce, real), 1)} % of the gap between CE and held-out "
+          "real images."]
     if n_seeds == 1:
         md.insert(0, "- **One seed**: a screen of the options, not a finding — at this scale top-1 moves by 2-5 "
                      "points between seeds, so a single paired difference below that is no evidence either way.")
-    if met:
-        md.append(f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): **met** — "
-                  f"the combination closes {fmt(g_combo, 1)} %, above the paper recipe in {above}/{len(paper)} seeds.")
-    else:
-        short = [f"{GOAL - m_combo:.1f} points of gap closure short ({fmt(g_combo, 1)} % closed)"
-                 if m_combo < GOAL else f"{fmt(g_combo, 1)} % closed"]
-        if above < len(paper):
-            short.append(f"top-1 above the paper recipe in only {above}/{len(paper)} seeds")
-        md.append(f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): "
-                  f"**NOT met** — {'; '.join(short)}.")
+    md.append(_goal_line(rows, pending.get("combo")))
     md.append(_preset_line(chosen))
     nothing, hurt = [], []
     for o in opts:
-        d = [b - a for a, b in zip(paper, t(PREFIX + o))]
+        if o in pending:
+            md.append(f"- {OPTIONS[o][1]} (`{o}`): pending — seed {', '.join(map(str, pending[o]))} not finished.")
+            continue
+        x, p, _, _ = _paired(rows, PREFIX + o)
+        d = [b - a for a, b in zip(p, x)]
         e = effect(d)
-        md.append(f"- {OPTIONS[o][1]} (`{o}`): {e} — {compare('paper recipe', paper, o, t(PREFIX + o), 'top-1')[1]}.")
+        md.append(f"- {OPTIONS[o][1]} (`{o}`): {e} — {compare('paper recipe', p, o, x, 'top-1')[1]}.")
         (hurt if "hurts" in e else nothing if "no clear" in e else []).append(o)
     if nothing:
         md.append(f"- Options that did nothing measurable: {', '.join(nothing)}.")
@@ -303,6 +329,24 @@ def _verdicts(rows, opts, ce, real, paper, chosen, n_seeds) -> list[str]:
     if hurt:
         md.append(f"- Options that hurt: {', '.join(hurt)}.")
     return md
+
+
+def _goal_line(rows, combo_pending) -> str:
+    head = f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): "
+    if combo_pending:
+        return head + f"pending — the combination's runs at seed {', '.join(map(str, combo_pending))} not finished."
+    combo, paper, ce, real = _paired(rows, PREFIX + "combo")
+    g_combo = gap_closed(combo, ce, real)
+    m_combo = mean_std(g_combo)[0]
+    above = sum(c > p for c, p in zip(combo, paper))
+    if m_combo >= GOAL and above == len(paper):
+        return head + (f"**met** — the combination closes {fmt(g_combo, 1)} %, above the paper recipe in "
+                       f"{above}/{len(paper)} seeds.")
+    short = [f"{GOAL - m_combo:.1f} points of gap closure short ({fmt(g_combo, 1)} % closed)"
+             if m_combo < GOAL else f"{fmt(g_combo, 1)} % closed"]
+    if above < len(paper):
+        short.append(f"top-1 above the paper recipe in only {above}/{len(paper)} seeds")
+    return head + f"**NOT met** — {'; '.join(short)}."
 
 
 def _preset_line(chosen: list[str]) -> str:
