@@ -438,6 +438,7 @@ def test_gap_rules_are_computed_from_the_numbers():
            "batch_share": [41.5, 41.5, 41.5], "share_schedule": [40.0, 41.0, 42.0]}        # schedule ties: not chosen
     assert gap.choose_combo(val, paper) == ["select_typical", "loss_weight", "batch_share"]
     assert gap.choose_combo({"smoothing": [1.0]}, [2.0]) == []
+    assert gap.val_standard_error(43.0, 200) == pytest.approx(100 * (0.43 * 0.57 / 200) ** 0.5)  # 3.5 points
     # a row missing a seed (still pending) is paired with the fixed rows by seed, not by position
     mk = lambda n, vals: [{"seed": s_, "top1": v, "many": v, "medium": v, "few": v, "val": v, "seconds": 60.0}  # noqa: E731
                           for s_, v in vals]
@@ -520,6 +521,7 @@ def test_gap_experiment_tiny(tmp_path):
                   "keep the middle of the round-1 model's confidence", "last block"):
         assert label in text, label
     assert re.search(r"Chosen: .*\.", text) and re.search(r"Goal .*\*\*(met|NOT met)\*\*", text)
+    assert re.search(r"Validation noise: the validation split has \d+ images, .* ≈ \d+\.\d points; \d of the 2 ", text)
     row = runner.dir / "gap_select_uncertain"
     sel = Manifest.read(row / "select" / "synthetic.parquet")
     assert set(sel.df["selector"]) == {"confidence:middle x2 (round1 scorer)"}

@@ -172,7 +172,8 @@ def collect(runner, name: str) -> dict:
     s = runner.run(name)
     d = runner.dir / name
     return {"seed": runner.seed, "top1": top1(s), **{b: shot(s, b) for b in ("many", "medium", "few")},
-            "val": val_score(d), "seconds": runner.seconds(name)}
+            "val": val_score(d), "n_val": json.loads((d / "train" / "summary.json").read_text())["num_val"],
+            "seconds": runner.seconds(name)}
 
 
 def collect_seeds(runners, name: str) -> tuple[list[dict], list[int]]:
@@ -311,6 +312,7 @@ def _verdicts(rows, opts, chosen, pending, n_seeds) -> list[str]:
                      "points between seeds, so a single paired difference below that is no evidence either way.")
     md.append(_goal_line(rows, pending.get("combo")))
     md.append(_preset_line(chosen))
+    md.append(_val_noise_line(rows, [o for o in opts if o not in pending]))
     nothing, hurt = [], []
     for o in opts:
         if o in pending:
@@ -329,6 +331,25 @@ def _verdicts(rows, opts, chosen, pending, n_seeds) -> list[str]:
     if hurt:
         md.append(f"- Options that hurt: {', '.join(hurt)}.")
     return md
+
+
+def val_standard_error(acc_pct: float, n: int) -> float:
+    """Binomial standard error (points) of one accuracy measured on ``n`` validation images."""
+    p = acc_pct / 100.0
+    return 100.0 * math.sqrt(p * (1.0 - p) / n) if n > 0 else float("nan")
+
+
+def _val_noise_line(rows, done: list[str]) -> str:
+    """How much one validation score can be trusted next to the differences the rule acts on."""
+    n = rows[row("paper")][0]["n_val"]
+    se = val_standard_error(mean_std([x["val"] for x in rows[row("paper")]])[0], n)
+    pv = _by_seed(rows, row("paper"), "val")
+    diffs = {o: mean_std([v - pv[s] for s, v in _by_seed(rows, PREFIX + o, "val").items()])[0] for o in done}
+    small = sum(abs(d) < se for d in diffs.values())
+    return (f"- Validation noise: the validation split has {n} images, so one run's validation accuracy carries a "
+            f"binomial standard error of ≈ {se:.1f} points; {small} of the {len(diffs)} finished options' mean "
+            f"validation differences from the paper recipe are smaller than that (the rule still decides, but a "
+            f"choice between options this close is weakly supported).")
 
 
 def _goal_line(rows, combo_pending) -> str:
