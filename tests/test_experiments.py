@@ -538,6 +538,10 @@ def test_gap_experiment_tiny(tmp_path):
     assert re.search(r"keep the middle of the round-1 model's confidence \(pending: no seed finished\)", text)
     assert "(`select_uncertain`): pending — seed 0 not finished" in text and "**Provisional**" in text
     assert "select_uncertain" not in re.search(r"Chosen: (.*)", text).group(1)
+    changed = gap.specs("tiny")  # a finished run whose config changed since is not finished
+    changed["gap_ft_blocks"]["description"] = "another config"
+    with pytest.raises(Pending, match="gap_ft_blocks at seed 0"):
+        Runner(tmp_path / "runs", "tiny", 0, changed, gap.REUSE, cached_only=True).run("gap_ft_blocks")
     shutil.rmtree(runner.dir / "demo-ce-fp32")  # a fixed row missing: no section at all
     with pytest.raises(Pending):
         gap.analyse([Runner(tmp_path / "runs", "tiny", 0, gap.specs("tiny"), gap.REUSE, cached_only=True)],

@@ -79,6 +79,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, log) -> dict:
     p = _Pipeline(cfg, run_dir, log)
     p.check()  # everything that can be refused, before a file is written
     save_resolved(cfg, run_dir / "config.yaml")
+    # metrics.json exists only for a run finished under this config.yaml (rewritten by finish)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
     p.st.create()
     p.data_stage()
     p.plan_stage()

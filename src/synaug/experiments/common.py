@@ -104,15 +104,15 @@ class Runner:
             return self.summaries[name]
         if name not in self.specs:
             raise SynaugError(f"no run named {name!r} in the experiment specs")
-        if self.cached_only and not (self.dir / name / "metrics.json").is_file():
-            raise Pending(f"run {name} at seed {self.seed} not finished")
-        if name in self.reuse:
-            self.run(self.reuse[name])
-            seed_from(self.dir / self.reuse[name], self.dir / name)
         raw = copy.deepcopy(self.specs[name])
         raw.update(name=name, seed=self.seed)
         cfg = load_run_config(None, base=raw)
         d = self.dir / name
+        if self.cached_only and not finished(d, cfg):
+            raise Pending(f"run {name} at seed {self.seed} not finished under its current config")
+        if name in self.reuse:
+            self.run(self.reuse[name])
+            seed_from(self.dir / self.reuse[name], d)
         print(f"\n=== [{self.scale} seed {self.seed}] {name}: {cfg.description}", flush=True)
         t0 = time.perf_counter()
         summary = run(cfg, d)
@@ -123,6 +123,18 @@ class Runner:
     def seconds(self, name: str) -> float:
         f = self.dir / name / "reproduce_time.json"
         return json.loads(f.read_text())["seconds"] if f.is_file() else 0.0
+
+
+def finished(run_dir: Path, cfg) -> bool:
+    """Whether ``run_dir`` holds a run finished under ``cfg``: its ``metrics.json`` (removed when a
+    run starts, written when it ends) and a ``config.yaml`` equal to ``cfg`` resolved."""
+    from ..config import dump
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return (run_dir / "metrics.json").is_file() and saved == yaml.safe_load(yaml.safe_dump(dump(cfg), sort_keys=False))
 
 
 def add_time(path: Path, secs: float) -> None:

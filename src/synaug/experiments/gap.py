@@ -244,10 +244,16 @@ def _combo_rows(runners, scale: str, chosen: list[str], rows: dict) -> tuple[lis
     recipe; one option: that option's row)."""
     if len(chosen) <= 1:
         return rows[PREFIX + chosen[0] if chosen else row("paper")], []
-    spec = option_spec(scale, chosen)
+    spec, name = option_spec(scale, chosen), combo_run(chosen)
     for r in runners:
-        r.specs[PREFIX + "combo"] = spec
-    return collect_seeds(runners, PREFIX + "combo")
+        r.specs[name] = spec
+    return collect_seeds(runners, name)
+
+
+def combo_run(chosen: list[str]) -> str:
+    """A combination's run name: one folder per combination, so a new choice never overwrites the
+    runs of an earlier one (the shipped preset's among them)."""
+    return PREFIX + "combo-" + "+".join(chosen)
 
 
 def _by_seed(rows, n: str, key: str = "top1") -> dict[int, float]:
