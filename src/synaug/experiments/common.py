@@ -84,7 +84,7 @@ class Pending(SynaugError):
 class Runner:
     """Runs (or loads from cache) the named runs of one seed under ``out/<scale>/seed<seed>/``.
 
-    ``cached_only``: read finished runs (a run folder with its ``metrics.json``) and raise
+    ``cached_only``: read finished runs (:func:`finished`: ``metrics.json`` and the same config) and raise
     :class:`Pending` for the others instead of running them (``reproduce_cpu.py --cached-only``:
     a long experiment reported while its remaining runs wait for another invocation)."""
 
