@@ -508,7 +508,7 @@ def _names(overlay: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_gap_experiment_tiny(tmp_path):
+def test_gap_experiment_tiny(tmp_path, monkeypatch):
     """The gap experiment at CI size: every row runs, the table and verdicts come from the numbers."""
     from synaug.experiments import gap
     from synaug.experiments.common import Context, Pending, Runner
@@ -532,6 +532,12 @@ def test_gap_experiment_tiny(tmp_path):
     assert (runner.dir / "gap_ft_blocks" / "finetune" / "finetune.json").is_file()
     # --cached-only: an unfinished option is reported as pending, nothing runs, the choice skips it
     shutil.rmtree(runner.dir / "gap_select_uncertain")
+    import synaug.run
+
+    def no_run(*a, **k):
+        raise AssertionError("--cached-only ran a run")
+
+    monkeypatch.setattr(synaug.run, "run", no_run)  # finished runs are read, their stages never re-checked
     reader = Runner(tmp_path / "runs", "tiny", 0, gap.specs("tiny"), gap.REUSE, cached_only=True)
     text = "\n".join(gap.analyse([reader], Context("tiny", [0], tmp_path, specs))[0])
     assert not (runner.dir / "gap_select_uncertain").exists()

@@ -84,8 +84,9 @@ class Pending(SynaugError):
 class Runner:
     """Runs (or loads from cache) the named runs of one seed under ``out/<scale>/seed<seed>/``.
 
-    ``cached_only``: read finished runs (:func:`finished`: ``metrics.json`` and the same config) and raise
-    :class:`Pending` for the others instead of running them (``reproduce_cpu.py --cached-only``:
+    ``cached_only``: read the ``metrics.json`` of finished runs (:func:`finished`: that file and the
+    same config) without touching their stages, and raise :class:`Pending` for the others instead of
+    running them (``reproduce_cpu.py --cached-only``:
     a long experiment reported while its remaining runs wait for another invocation)."""
 
     def __init__(self, out: Path, scale: str, seed: int, specs: dict[str, dict],
@@ -108,8 +109,11 @@ class Runner:
         raw.update(name=name, seed=self.seed)
         cfg = load_run_config(None, base=raw)
         d = self.dir / name
-        if self.cached_only and not finished(d, cfg):
-            raise Pending(f"run {name} at seed {self.seed} not finished under its current config")
+        if self.cached_only:  # read, never run: not even a stage re-check that a changed stage key would redo
+            if not finished(d, cfg):
+                raise Pending(f"run {name} at seed {self.seed} not finished under its current config")
+            self.summaries[name] = json.loads((d / "metrics.json").read_text())
+            return self.summaries[name]
         if name in self.reuse:
             self.run(self.reuse[name])
             seed_from(self.dir / self.reuse[name], d)
