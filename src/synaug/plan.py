@@ -201,69 +201,84 @@ def make_plan(manifest: Manifest, mode: Mode = "class", target: int | None = Non
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0):
         raise SynaugError(f"target must be a non-negative integer, got {target!r}")
     train = manifest.split(split)
-    counts = train.class_counts(split=None)
     if len(train) == 0:
         raise SynaugError(f"manifest has no {split} rows to plan for")
-    empty = [manifest.classes[i] for i in np.flatnonzero(counts == 0)]
     params = {"target": target, "k": k, "ratio": ratio, "equalize_groups": equalize_groups,
               "split": split, "classes": list(classes) if classes else None}
-    attrs = _cell_attributes(train)
-
-    def cell(label: int, real: int, syn: int, group: int = -1) -> Cell:
-        gname = train.groups[group] if group >= 0 and train.groups else ""
-        a = {"class": manifest.classes[label]}
-        if gname:
-            a["group"] = gname
-        a.update(attrs.get((label, group), {}))
-        return Cell(int(label), manifest.classes[label], int(real), int(syn), int(group), gname, a)
-
-    if mode in ("class", "agnostic"):
-        if mode == "class" and empty and target is None:
-            pass  # an empty class is legitimate here: it is filled entirely with synthetic images
+    cell = _CellMaker(manifest, train)
+    counts = train.class_counts(split=None)
+    if mode in ("class", "agnostic"):  # an empty class is legitimate: it is filled with synthetic images
         goal = int(counts.max()) if target is None else int(target)
         cells = [cell(c, n, max(goal - n, 0)) for c, n in enumerate(counts)]
         return Plan(mode, manifest.classes, cells, manifest.groups, seed, params)
-
     if mode in ("cell", "spurious"):
         if manifest.groups is None:
             raise SynaugError(f"plan mode {mode!r} needs a manifest with groups")
-        cc = train.cell_counts(split=None)  # (C, G)
-        if mode == "spurious" or equalize_groups:
-            goal = np.full_like(cc, cc.max() if target is None else target)
-        else:
-            per_group = cc.max(axis=0, keepdims=True) if target is None else np.full((1, cc.shape[1]), target)
-            goal = np.broadcast_to(per_group, cc.shape)
-        cells = [cell(c, cc[c, g], max(int(goal[c, g]) - int(cc[c, g]), 0), g)
-                 for c in range(cc.shape[0]) for g in range(cc.shape[1])]
-        return Plan(mode, manifest.classes, cells, manifest.groups, seed, params)
-
+        lift_all = mode == "spurious" or equalize_groups
+        return Plan(mode, manifest.classes, _group_cells(train, cell, target, lift_all), manifest.groups, seed, params)
     rng = np.random.RandomState(seed)
-    df = train.df
     if mode == "replace-class":
-        if classes:
-            unknown = [c for c in classes if c not in manifest.classes]
-            if unknown:
-                raise SynaugError(f"unknown class name {unknown[0]!r} in plan classes")
-            chosen = sorted(manifest.classes.index(c) for c in classes)
-        else:
-            if k is None or not 0 <= k <= manifest.num_classes:
-                raise SynaugError(f"replace-class needs 0 <= k <= {manifest.num_classes}, got {k!r}")
-            chosen = sorted(rng.permutation(manifest.num_classes)[:k].tolist())
+        chosen = _replaced_classes(manifest, classes, k, rng)
         params["replaced_classes"] = [manifest.classes[c] for c in chosen]
-        drop = df[df["label"].isin(chosen)]["path"].tolist()
+        drop = train.df[train.df["label"].isin(chosen)]["path"].tolist()
         cells = [cell(c, 0 if c in chosen else n, n if c in chosen else 0) for c, n in enumerate(counts)]
-        return Plan(mode, manifest.classes, cells, manifest.groups, seed, params, sorted(drop))
+    else:
+        cells, drop = _replace_ratio(train, counts, cell, ratio, rng)
+    return Plan(mode, manifest.classes, cells, manifest.groups, seed, params, sorted(drop))
 
-    # replace-ratio
+
+class _CellMaker:
+    """Builds a plan :class:`Cell` with its class / group names and the cell's prompt attributes."""
+
+    def __init__(self, manifest: Manifest, train: Manifest):
+        self.classes, self.groups = manifest.classes, train.groups
+        self.attrs = _cell_attributes(train)
+
+    def __call__(self, label: int, real: int, syn: int, group: int = -1) -> Cell:
+        gname = self.groups[group] if group >= 0 and self.groups else ""
+        a = {"class": self.classes[label]}
+        if gname:
+            a["group"] = gname
+        a.update(self.attrs.get((label, group), {}))
+        return Cell(int(label), self.classes[label], int(real), int(syn), int(group), gname, a)
+
+
+def _group_cells(train: Manifest, cell: _CellMaker, target: int | None, lift_all: bool) -> list[Cell]:
+    """``cell`` / ``spurious`` modes: every (class, group) cell up to its group's largest cell, or
+    (``lift_all``) to the largest cell overall; ``target`` replaces the maximum."""
+    cc = train.cell_counts(split=None)  # (C, G)
+    if lift_all:
+        goal = np.full_like(cc, cc.max() if target is None else target)
+    else:
+        per_group = cc.max(axis=0, keepdims=True) if target is None else np.full((1, cc.shape[1]), target)
+        goal = np.broadcast_to(per_group, cc.shape)
+    return [cell(c, cc[c, g], max(int(goal[c, g]) - int(cc[c, g]), 0), g)
+            for c in range(cc.shape[0]) for g in range(cc.shape[1])]
+
+
+def _replaced_classes(manifest: Manifest, classes, k, rng) -> list[int]:
+    """``replace-class``: the named ``classes``, else ``k`` classes drawn with ``rng``."""
+    if classes:
+        unknown = [c for c in classes if c not in manifest.classes]
+        if unknown:
+            raise SynaugError(f"unknown class name {unknown[0]!r} in plan classes")
+        return sorted(manifest.classes.index(c) for c in classes)
+    if k is None or not 0 <= k <= manifest.num_classes:
+        raise SynaugError(f"replace-class needs 0 <= k <= {manifest.num_classes}, got {k!r}")
+    return sorted(rng.permutation(manifest.num_classes)[:k].tolist())
+
+
+def _replace_ratio(train: Manifest, counts, cell: _CellMaker, ratio, rng) -> tuple[list[Cell], list[str]]:
+    """``replace-ratio``: a fraction ``ratio`` of every class, drawn with ``rng``, becomes synthetic."""
     if ratio is None or not 0.0 <= float(ratio) <= 1.0:
         raise SynaugError(f"replace-ratio needs 0 <= ratio <= 1, got {ratio!r}")
     drop, cells = [], []
     for c, n in enumerate(counts):
         m = int(np.floor(float(ratio) * n + 1e-9))
-        paths = df[df["label"] == c]["path"].to_numpy()
+        paths = train.df[train.df["label"] == c]["path"].to_numpy()
         drop.extend(paths[rng.permutation(n)[:m]].tolist())
         cells.append(cell(c, n - m, m))
-    return Plan(mode, manifest.classes, cells, manifest.groups, seed, params, sorted(drop))
+    return cells, drop
 
 
 def _cell_attributes(train: Manifest) -> dict:
