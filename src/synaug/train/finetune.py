@@ -484,44 +484,55 @@ def finetune_last_layer(model: Classifier, manifest: Manifest, cfg: Optional[Fin
     model.encoder.requires_grad_(False)  # f stays bit-identical
     torch.manual_seed(seed_for(cfg.seed, 0xF1))
     record: dict = {"mode": cfg.mode, "seed": cfg.seed}
-    subset = None
+    subset = _fit_last_layer(model, manifest, val, cfg, device, cosine_scale, record)
+    model.head.requires_grad_(False)
+    if val is not None:
+        record["val"] = _val_scores(model, val, cfg, device)
+    model.meta = {**getattr(model, "meta", {}), "stage": "finetune", "finetune": record}
+    if out_dir is not None:
+        _write(Path(out_dir), model, cfg, subset, record)
+    return model.eval()
+
+
+def _fit_last_layer(model: Classifier, manifest: Manifest, val, cfg: FinetuneConfig, device,
+                    cosine_scale: float, record: dict) -> Optional[Manifest]:
+    """Fit the head (and ``train_blocks`` last blocks) in place; returns the balanced subset (None for DFR)."""
     if cfg.mode == "dfr":
         record["dfr"] = _dfr(model, manifest, val, cfg, device)
-    elif cfg.train_blocks:
-        subset, info = balanced_subset(manifest, cfg.balance_by, cfg.per_cell, cfg.seed)
-        record["subset"] = info
+        return None
+    if cfg.train_blocks:
+        subset, record["subset"] = balanced_subset(manifest, cfg.balance_by, cfg.per_cell, cfg.seed)
         record["train_blocks"] = cfg.train_blocks
         if cfg.mode == "retrain":
             reset_head(model.head, seed_for(cfg.seed, 0x1A17))
         record["history"] = train_blocks_and_head(model, subset, cfg, device, cosine_scale)
-    else:
-        subset, info = balanced_subset(manifest, cfg.balance_for(False), cfg.per_cell, cfg.seed)
-        record["subset"] = info
-        feats, labels = extract_features(model, subset, cfg, device, cfg.augment_views, cfg.seed)
-        head = copy.deepcopy(model.head).cpu()
-        if cfg.mode == "retrain":
-            reset_head(head, seed_for(cfg.seed, 0x1A17))
-        head.requires_grad_(True)
-        record["history"] = train_head(head, feats, labels, cfg, cosine_scale)
-        model.head = head.to(device)
-    model.head.requires_grad_(False)
-    if val is not None:
-        images = ImageSet(val, cfg.data, "model selection", device, cfg.channels_last,
-                          cfg.augment.mean, cfg.augment.std)
-        logits = predict_logits(model, images, cfg.data.eval_batch_size)
-        pred = logits.argmax(1).numpy()
-        yv = val.df["label"].to_numpy()
-        cells = cell_ids(yv, val.df["group"].to_numpy(), val.num_groups)
-        record["val"] = {m: _score(m, yv, pred, cells) for m in ("top1", "mean_class", "worst_group")}
-        if cfg.mode == "dfr" and cfg.dfr_data == "val":
-            record["val"]["note"] = "DFR^Tr_Val was fit on these validation rows (optimistic)"
-    model.meta = {**getattr(model, "meta", {}), "stage": "finetune", "finetune": record}
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved(cfg, out / "config.yaml")
-        if subset is not None:
-            subset.write(out / "finetune_subset.parquet")
-        write_json_atomic(out / "finetune.json", record)
-        ckpt.save_model(model, out / "model.safetensors", {k: v for k, v in model.meta.items() if k != "spec"})
-    return model.eval()
+        return subset
+    subset, record["subset"] = balanced_subset(manifest, cfg.balance_for(False), cfg.per_cell, cfg.seed)
+    feats, labels = extract_features(model, subset, cfg, device, cfg.augment_views, cfg.seed)
+    head = copy.deepcopy(model.head).cpu()
+    if cfg.mode == "retrain":
+        reset_head(head, seed_for(cfg.seed, 0x1A17))
+    head.requires_grad_(True)
+    record["history"] = train_head(head, feats, labels, cfg, cosine_scale)
+    model.head = head.to(device)
+    return subset
+
+
+def _val_scores(model: Classifier, val: Manifest, cfg: FinetuneConfig, device) -> dict:
+    images = ImageSet(val, cfg.data, "model selection", device, cfg.channels_last, cfg.augment.mean, cfg.augment.std)
+    pred = predict_logits(model, images, cfg.data.eval_batch_size).argmax(1).numpy()
+    yv = val.df["label"].to_numpy()
+    cells = cell_ids(yv, val.df["group"].to_numpy(), val.num_groups)
+    scores = {m: _score(m, yv, pred, cells) for m in ("top1", "mean_class", "worst_group")}
+    if cfg.mode == "dfr" and cfg.dfr_data == "val":
+        scores["note"] = "DFR^Tr_Val was fit on these validation rows (optimistic)"
+    return scores
+
+
+def _write(out: Path, model: Classifier, cfg: FinetuneConfig, subset: Optional[Manifest], record: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+    if subset is not None:
+        subset.write(out / "finetune_subset.parquet")
+    write_json_atomic(out / "finetune.json", record)
+    ckpt.save_model(model, out / "model.safetensors", {k: v for k, v in model.meta.items() if k != "spec"})
