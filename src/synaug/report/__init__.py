@@ -179,14 +179,52 @@ def _how_trained(path: Path) -> list[str]:
 
 def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` for one finished run."""
+    from .fairness import group_section, to_html, to_markdown
+    from .selection import selection_section
+
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "metrics.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     real = Manifest.read(run_dir / "data" / "real.parquet")
     train = Manifest.read(run_dir / "data" / "train.parquet")
     pdir = run_dir / "plots"
+    figs = _figures(run_dir, summary, real, train.split("train"), pdir, samples_per_class, seed)
+    header, rows = metrics_rows([summary])
+    intro = _intro(run_dir, summary, cfg, real)
+    sel_intro, sel_tables, sel_png = selection_section(run_dir)
+    if sel_png is not None:
+        figs.insert(0, ("Selection: kept (left) vs rejected (right) candidates", sel_png))
+    g_blocks, g_figs = group_section(run_dir, summary, cfg, real, train, pdir)
+    cfg_text = yaml.safe_dump(cfg, sort_keys=False)
+
+    md = ["# synaug report: " + summary["name"], "", *[f"- {x}" for x in intro], "",
+          "## Test metrics (%)", "", _md_table(header, rows), ""]
+    for title, h, r in sel_tables:
+        md += [f"## {title}", "", *[f"- {x}" for x in sel_intro], "", _md_table(h, r), ""]
+    for title, p in figs:
+        md += [f"## {title}", "", f"![{title}]({p.relative_to(run_dir).as_posix()})", ""]
+    md += to_markdown(g_blocks, g_figs, run_dir)
+    md += ["## Resolved config", "", "```yaml", cfg_text.rstrip(), "```", ""]
+    write_text_atomic(run_dir / "report.md", "\n".join(md))
+
+    body = [f"<h1>synaug report: {html.escape(summary['name'])}</h1>",
+            '<div class="note">' + "<br>".join(html.escape(x.replace("**", "")) for x in intro) + "</div>",
+            "<h2>Test metrics (%)</h2>", _html_table(header, rows)]
+    for title, h, r in sel_tables:
+        body += [f"<h2>{html.escape(title)}</h2>", "<p>" + "<br>".join(html.escape(x) for x in sel_intro) + "</p>",
+                 _html_table(h, r)]
+    for title, p in figs:
+        body += [f"<h2>{html.escape(title)}</h2>", _img(p)]
+    body += to_html(g_blocks, g_figs)
+    body += ["<h2>Resolved config</h2>", f"<pre>{html.escape(cfg_text)}</pre>"]
+    _write_html(run_dir / "report.html", summary["name"], body)
+    return run_dir / "report.html"
+
+
+def _figures(run_dir: Path, summary: dict, real: Manifest, tr: Manifest, pdir: Path,
+             samples_per_class: int, seed: int) -> list[tuple[str, Path]]:
+    """The run's plots (counts, class x group cells, samples, per-class accuracy, confusion matrices)."""
     figs: list[tuple[str, Path]] = []
-    tr = train.split("train")
     real_part = tr.with_source("real").class_counts(None)
     syn_part = tr.with_source("synthetic").class_counts(None)
     figs.append(("Training set before / after uniformization",
@@ -221,48 +259,21 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
         cm = run_dir / "eval" / ("train" if stage == "trained" else "finetune") / "confusion.png"
         if cm.is_file():
             figs.append((f"Confusion matrix ({stage})", cm))
+    return figs
 
-    header, rows = metrics_rows([summary])
-    gen = summary.get("generator", "")
+
+def _intro(run_dir: Path, summary: dict, cfg: dict, real: Manifest) -> list[str]:
+    """The report's opening lines: what ran, what was added, by which generator, how it trained."""
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in summary.get("timings_s", {}).items())
     intro = [f"Run **{summary['name']}** — {cfg.get('description', '')}".rstrip(" —"),
              *random_weights_warnings(summary),
-             f"Synthetic images added: {summary['synthetic']}. Generator: {gen}.",
+             f"Synthetic images added: {summary['synthetic']}. Generator: {summary.get('generator', '')}.",
              f"Real training counts per class: {named_counts(real.classes, summary['real_train_counts'])}; "
              f"after uniformization: {named_counts(real.classes, summary['train_counts_after'])}.",
              "Many/medium/few buckets use the real training counts before uniformization "
              "(>100 / 20-100 / <20). The test split was used only for this evaluation.",
              f"Stage wall times (this invocation): {timing or 'all stages cached'}."]
-    intro += _how_trained(run_dir / "train" / "summary.json")
-    md = ["# synaug report: " + summary["name"], "", *[f"- {x}" for x in intro], "",
-          "## Test metrics (%)", "", _md_table(header, rows), ""]
-    from .selection import selection_section
-
-    sel_intro, sel_tables, sel_png = selection_section(run_dir)
-    for title, h, r in sel_tables:
-        md += [f"## {title}", "", *[f"- {x}" for x in sel_intro], "", _md_table(h, r), ""]
-    if sel_png is not None:
-        figs.insert(0, ("Selection: kept (left) vs rejected (right) candidates", sel_png))
-    for title, p in figs:
-        md += [f"## {title}", "", f"![{title}]({p.relative_to(run_dir).as_posix()})", ""]
-    from .fairness import group_section, to_html, to_markdown
-
-    g_blocks, g_figs = group_section(run_dir, summary, cfg, real, train, pdir)
-    md += to_markdown(g_blocks, g_figs, run_dir)
-    md += ["## Resolved config", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", ""]
-    write_text_atomic(run_dir / "report.md", "\n".join(md))
-    body = [f"<h1>synaug report: {html.escape(summary['name'])}</h1>",
-            '<div class="note">' + "<br>".join(html.escape(x.replace("**", "")) for x in intro) + "</div>",
-            "<h2>Test metrics (%)</h2>", _html_table(header, rows)]
-    for title, h, r in sel_tables:
-        body += [f"<h2>{html.escape(title)}</h2>", "<p>" + "<br>".join(html.escape(x) for x in sel_intro) + "</p>",
-                 _html_table(h, r)]
-    for title, p in figs:
-        body += [f"<h2>{html.escape(title)}</h2>", _img(p)]
-    body += to_html(g_blocks, g_figs)
-    body += ["<h2>Resolved config</h2>", f"<pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre>"]
-    _write_html(run_dir / "report.html", summary["name"], body)
-    return run_dir / "report.html"
+    return intro + _how_trained(run_dir / "train" / "summary.json")
 
 
 def _write_html(path: Path, title: str, body: list[str]) -> None:
