@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import re
 import shutil
@@ -440,7 +439,7 @@ def test_gap_rules_are_computed_from_the_numbers():
     assert gap.choose_combo({"smoothing": [1.0]}, [2.0]) == []
     assert gap.val_standard_error(43.0, 200) == pytest.approx(100 * (0.43 * 0.57 / 200) ** 0.5)  # 3.5 points
     # a row missing a seed (still pending) is paired with the fixed rows by seed, not by position
-    mk = lambda n, vals: [{"seed": s_, "top1": v, "many": v, "medium": v, "few": v, "val": v, "seconds": 60.0}  # noqa: E731
+    mk = lambda n, vals: [{"seed": s_, "top1": v, "many": v, "medium": v, "few": v, "val": v, "seconds": 60.0, "n_val": 200}  # noqa: E731
                           for s_, v in vals]
     rows = {gap.row("ce"): mk("ce", [(0, 20.0), (1, 22.0), (2, 24.0)]),
             gap.row("paper"): mk("p", [(0, 40.0), (1, 41.0), (2, 42.0)]),
@@ -452,6 +451,22 @@ def test_gap_rules_are_computed_from_the_numbers():
     table = "\n".join(gap._table(rows, ["loss_weight"], ["loss_weight"], {"loss_weight": [1]}))
     assert "synthetic rows' loss weight 0.5 (pending: seed 1) | 43.00 ± 2.83 |" in table
     assert "| 2.00 ± 1.41 (2/2) |" in table and "**Provisional**: loss_weight" in table
+    # the shipped preset competes with the rule's combination on validation; a tie keeps the preset
+    rows["gap_preset"] = mk("pr", [(0, 44.0), (1, 44.0), (2, 44.0)])
+    rows["gap_combo"] = mk("co", [(0, 45.0), (1, 43.0), (2, 44.0)])
+    assert gap.recipe(rows, {}) == "preset" and gap.recipe(rows, {"preset": [0]}) is None
+    rows["gap_combo"][1]["val"] = 43.5
+    assert gap.recipe(rows, {}) == "combo"
+    rows["gap_loss_weight"] = mk("lw", [(0, 41.0), (1, 42.0), (2, 45.0)])
+    text = "\n".join(gap._table(rows, ["loss_weight"], ["loss_weight", "batch_share"], {})
+                     + gap._verdicts(rows, ["loss_weight"], ["loss_weight", "batch_share"], {}, 3))
+    assert "| **combo: the options the rule chose on validation** (the recipe) | 44.00 ± 1.00 |" in text
+    assert "| shipped `synaug-plus` preset (batch_share, ft_blocks) | 44.00 ± 0.00 |" in text
+    assert "**replaced** — validation 44.00 ± 0.00 (preset) vs 44.17 ± 0.76" in text
+    assert "**NOT met** — the rule's combination is 20.0 points of gap closure short" in text
+    rows["gap_combo"][1]["val"] = 43.0
+    text = "\n".join(gap._verdicts(rows, ["loss_weight"], ["loss_weight", "batch_share"], {}, 3))
+    assert "**stays**" in text and "the preset is 20.0 points" in text
     assert gap.effect([1.0, 2.0, 0.5]) == "helps in every seed"
     assert "hurts" in gap.effect([-1.0, -2.0, -0.5]) and "hurts** on average" in gap.effect([-3.0, 0.5, -1.0])
     assert gap.effect([2.0, -2.1, 0.2]).startswith("no clear effect")
@@ -487,7 +502,7 @@ def test_gap_rules_are_computed_from_the_numbers():
     from synaug.runconfig import deep_merge
 
     assert strip(demo["synaug-plus"]) == strip(deep_merge(demo["synaug-sd14"], PLUS))
-    assert strip(deep_merge(paper, PLUS)) == strip(gap.option_spec("small", _names(PLUS)))  # the combo row's config
+    assert strip(deep_merge(paper, PLUS)) == strip(gap.option_spec("small", gap.preset_options()))  # its gap row
     preset = yaml.safe_load((ROOT / "configs" / "synaug-plus-cpu.yaml").read_text())
     assert strip(preset) == strip(demo["synaug-plus"])
     assert sorted(gap.options("small")) == sorted(gap.OPTIONS)  # every option alone, at every seed
@@ -495,16 +510,6 @@ def test_gap_rules_are_computed_from_the_numbers():
     combo = gap.option_spec("small", ["select_typical", "loss_weight", "ft_blocks"])
     assert combo["generate"]["select"]["selector"] == "typicality" and combo["finetune"]["train_blocks"] == 1
     assert combo["train"]["synthetic"] == {"loss_weight": 0.5}
-
-
-def _names(overlay: dict) -> list[str]:
-    """The gap options (at most 3) whose overlay is ``overlay``."""
-    from synaug.experiments import gap
-
-    found = [list(c) for k in (1, 2, 3) for c in itertools.combinations(gap.OPTIONS, k)
-             if gap.overlay("small", list(c)) == overlay]
-    assert found, overlay
-    return found[0]
 
 
 @pytest.mark.slow

@@ -10,8 +10,10 @@ that option (validation decides; the test split decides nothing). The ``combo`` 
 options whose mean validation score over the seeds (the final model's mean-class accuracy on the
 validation split) beats the paper recipe's; where two such options set the same thing (two
 selectors, two batch shares) the one with the better mean validation score is taken
-(:func:`choose_combo`). The combination is the ``synaug-plus`` preset (:data:`synaug.demo.PLUS`,
-``configs/synaug-plus-cpu.yaml``); the section says whether the preset still equals it. Runs go
+(:func:`choose_combo`). The shipped ``synaug-plus`` preset (:data:`synaug.demo.PLUS`,
+``configs/synaug-plus-cpu.yaml``) is a combination too: when the rule chooses another one, both run
+and the one with the higher mean validation score is the recipe (:func:`recipe`; a tie keeps the
+preset), which the goal is judged on; the section says whether the preset stays. Runs go
 option by option (all seeds of one option before the next), so an interrupted invocation leaves
 whole rows cached.
 
@@ -30,6 +32,7 @@ nothing).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import shutil
@@ -234,9 +237,37 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
     rows[PREFIX + "combo"], miss = _combo_rows(runners, ctx.scale, chosen, rows)
     if miss:
         pending["combo"] = miss
+    preset = preset_options()
+    if preset != chosen and set(preset) <= set(opts):  # the shipped preset competes with the new choice
+        rows[PREFIX + "preset"], miss = _combo_rows(runners, ctx.scale, preset, rows)
+        if miss:
+            pending["preset"] = miss
     md = _table(rows, opts, chosen, pending)
     md += _verdicts(rows, opts, chosen, pending, len(runners))
     return md, 0.0
+
+
+def preset_options() -> list[str]:
+    """The options (at most 4) whose overlay is the shipped preset :data:`synaug.demo.PLUS`."""
+    from ..demo import PLUS
+
+    for k in range(1, 5):
+        for c in itertools.combinations(OPTIONS, k):
+            if overlay("small", list(c)) == PLUS:
+                return list(c)
+    raise ValueError("synaug.demo.PLUS is not a combination of gap options")
+
+
+def recipe(rows: dict, pending: dict) -> str | None:
+    """Which combination is the recipe (``combo`` or ``preset``): the shipped preset stays unless the
+    rule's combination has a higher mean validation score over the seeds (validation only; a tie
+    keeps the preset). ``None`` while either is unfinished."""
+    if "combo" in pending or "preset" in pending:
+        return None
+    if PREFIX + "preset" not in rows:
+        return "combo"
+    v = {k: mean_std([x["val"] for x in rows[PREFIX + k]])[0] for k in ("combo", "preset")}
+    return "combo" if v["combo"] > v["preset"] else "preset"
 
 
 def _combo_rows(runners, scale: str, chosen: list[str], rows: dict) -> tuple[list[dict], list[int]]:
@@ -267,22 +298,28 @@ def _paired(rows, n: str) -> tuple[list[float], list[float], list[float], list[f
     return [t[s] for s in t], *([r[s] for s in t] for r in ref)
 
 
-def _label(n: str) -> str:
+def _label(n: str, pick: str | None = None) -> str:
     fixed = {v: k for k, v in REF_RUN.items()}
     if n in fixed:
         return REF[fixed[n]]
     key = n[len(PREFIX):]
-    return "**synaug-plus**: combo (chosen on validation)" if key == "combo" else f"+ {OPTIONS[key][1]}"
+    if key not in ("combo", "preset"):
+        return f"+ {OPTIONS[key][1]}"
+    text = ("combo: the options the rule chose on validation" if key == "combo" else
+            f"shipped `synaug-plus` preset ({', '.join(preset_options())})")
+    return f"**{text}** (the recipe)" if key == pick else text
 
 
 def _table(rows, opts, chosen, pending) -> list[str]:
     md = ["| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
           "top-1 − paper (seeds positive) |", "|---|---|---|---|---|---|---|---|---|"]
     order = [row(k) for k in REF] + [PREFIX + o for o in opts] + [PREFIX + "combo"]
+    order += [PREFIX + "preset"] if PREFIX + "preset" in rows else []
     fixed = [row(k) for k in REF]
+    pick = recipe(rows, pending)
     for n in order:
         if not rows[n]:
-            md.append(f"| {_label(n)} (pending: no seed finished) |" + " |" * 8)
+            md.append(f"| {_label(n, pick)} (pending: no seed finished) |" + " |" * 8)
             continue
         t, paper, ce, real = _paired(rows, n)
         d = [b - a for a, b in zip(paper, t)]
@@ -290,7 +327,7 @@ def _table(rows, opts, chosen, pending) -> list[str]:
         gap = "–" if n == row("ce") else fmt(gap_closed(t, ce, real), 1)
         miss = pending.get(n[len(PREFIX):]) if n.startswith(PREFIX) else None
         note = f" (pending: seed {', '.join(map(str, miss))})" if miss else ""
-        md.append(f"| {_label(n)}{note} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
+        md.append(f"| {_label(n, pick)}{note} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
                                                                     ("many", "medium", "few"))
                   + f" | {fmt([x['val'] for x in rows[n]])} | {fmt([x['seconds'] / 60 for x in rows[n]], 1)} | "
                     f"{gap} | {diff} |")
@@ -299,7 +336,7 @@ def _table(rows, opts, chosen, pending) -> list[str]:
                f"{', '.join(chosen) if chosen else 'none'}"
                + ("" if len(chosen) > 1 else " — the combo row is " + (f"the `{chosen[0]}` row" if chosen else
                                                                          "the paper recipe itself")) + "."]
-    waiting = [o for o in pending if o != "combo"]
+    waiting = [o for o in pending if o not in ("combo", "preset")]
     if waiting:
         md.append(f"**Provisional**: {', '.join(waiting)} not finished at every seed (rows marked 'pending'; "
                   f"`reproduce_cpu.py --only gap --merge` runs them); the combination is chosen among the finished "
@@ -316,8 +353,9 @@ def _verdicts(rows, opts, chosen, pending, n_seeds) -> list[str]:
     if n_seeds == 1:
         md.insert(0, "- **One seed**: a screen of the options, not a finding — at this scale top-1 moves by 2-5 "
                      "points between seeds, so a single paired difference below that is no evidence either way.")
-    md.append(_goal_line(rows, pending.get("combo")))
-    md.append(_preset_line(chosen))
+    pick = recipe(rows, pending)
+    md.append(_preset_line(rows, chosen, pick))
+    md.append(_goal_line(rows, pick, [s for k in ("combo", "preset") for s in pending.get(k, [])]))
     md.append(_val_noise_line(rows, [o for o in opts if o not in pending]))
     nothing, hurt = [], []
     for o in opts:
@@ -358,32 +396,40 @@ def _val_noise_line(rows, done: list[str]) -> str:
             f"choice between options this close is weakly supported).")
 
 
-def _goal_line(rows, combo_pending) -> str:
+def _goal_line(rows, pick: str | None, waiting: list[int]) -> str:
+    """The goal, for the recipe (the rule's combination or the preset that beat it on validation)."""
     head = f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): "
-    if combo_pending:
-        return head + f"pending — the combination's runs at seed {', '.join(map(str, combo_pending))} not finished."
-    combo, paper, ce, real = _paired(rows, PREFIX + "combo")
+    if pick is None:
+        return head + f"pending — the combinations' runs at seed {', '.join(map(str, sorted(set(waiting))))} not finished."
+    combo, paper, ce, real = _paired(rows, PREFIX + pick)
     g_combo = gap_closed(combo, ce, real)
     m_combo = mean_std(g_combo)[0]
     above = sum(c > p for c, p in zip(combo, paper))
+    what = "the rule's combination" if pick == "combo" else "the preset"
     if m_combo >= GOAL and above == len(paper):
-        return head + (f"**met** — the combination closes {fmt(g_combo, 1)} %, above the paper recipe in "
+        return head + (f"**met** — {what} closes {fmt(g_combo, 1)} %, above the paper recipe in "
                        f"{above}/{len(paper)} seeds.")
-    short = [f"{GOAL - m_combo:.1f} points of gap closure short ({fmt(g_combo, 1)} % closed)"
-             if m_combo < GOAL else f"{fmt(g_combo, 1)} % closed"]
+    short = [f"{what} is {GOAL - m_combo:.1f} points of gap closure short ({fmt(g_combo, 1)} % closed)"
+             if m_combo < GOAL else f"{what} closes {fmt(g_combo, 1)} %"]
     if above < len(paper):
         short.append(f"top-1 above the paper recipe in only {above}/{len(paper)} seeds")
     return head + f"**NOT met** — {'; '.join(short)}."
 
 
-def _preset_line(chosen: list[str]) -> str:
-    """Does the shipped preset (:data:`synaug.demo.PLUS`) still equal the chosen combination?"""
-    from ..demo import PLUS
-
-    same = overlay("small", chosen) == PLUS
-    return (f"- Preset `synaug-plus` (configs/synaug-plus-cpu.yaml, `synaug demo`'s synaug-plus row): "
-            + ("equals the chosen combination." if same else
-               f"**differs** from the chosen combination ({', '.join(chosen) or 'none'}): update synaug.demo.PLUS."))
+def _preset_line(rows, chosen: list[str], pick: str | None) -> str:
+    """Does the shipped preset (:data:`synaug.demo.PLUS`) stay, on validation against the rule's choice?"""
+    head = "- Preset `synaug-plus` (configs/synaug-plus-cpu.yaml, `synaug demo`'s synaug-plus row): "
+    if preset_options() == chosen:
+        return head + "equals the chosen combination."
+    if PREFIX + "preset" not in rows:
+        return head + f"**differs** from the chosen combination ({', '.join(chosen) or 'none'}): update synaug.demo.PLUS."
+    if pick is None:
+        return head + "differs from the chosen combination; which one is the recipe waits for their runs."
+    v = {k: fmt([x["val"] for x in rows[PREFIX + k]]) for k in ("combo", "preset")}
+    vs = f"validation {v['preset']} (preset) vs {v['combo']} (the rule's combination: {', '.join(chosen)})"
+    if pick == "preset":
+        return head + f"**stays** — {vs}: the new combination does not beat it on validation."
+    return head + f"**replaced** — {vs}: update synaug.demo.PLUS to the rule's combination."
 
 
 __all__ = ["OPTIONS", "choose_combo", "gap_closed", "effect", "specs", "runs", "analyse"]
