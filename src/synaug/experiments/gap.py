@@ -397,20 +397,20 @@ def _val_noise_line(rows, done: list[str]) -> str:
 
 
 def _goal_line(rows, pick: str | None, waiting: list[int]) -> str:
-    """The goal, for the recipe (the rule's combination or the preset that beat it on validation)."""
+    """The goal, judged on the recipe (:func:`recipe`: the rule's combination, or the preset it did not beat)."""
     head = f"- Goal (≥ {GOAL:.0f} % of the gap closed, top-1 above the paper recipe in every seed): "
     if pick is None:
         return head + f"pending — the combinations' runs at seed {', '.join(map(str, sorted(set(waiting))))} not finished."
-    combo, paper, ce, real = _paired(rows, PREFIX + pick)
-    g_combo = gap_closed(combo, ce, real)
-    m_combo = mean_std(g_combo)[0]
-    above = sum(c > p for c, p in zip(combo, paper))
+    rec, paper, ce, real = _paired(rows, PREFIX + pick)
+    g_rec = gap_closed(rec, ce, real)
+    m_rec = mean_std(g_rec)[0]
+    above = sum(c > p for c, p in zip(rec, paper))
     what = "the rule's combination" if pick == "combo" else "the preset"
-    if m_combo >= GOAL and above == len(paper):
-        return head + (f"**met** — {what} closes {fmt(g_combo, 1)} %, above the paper recipe in "
+    if m_rec >= GOAL and above == len(paper):
+        return head + (f"**met** — {what} closes {fmt(g_rec, 1)} %, above the paper recipe in "
                        f"{above}/{len(paper)} seeds.")
-    short = [f"{what} is {GOAL - m_combo:.1f} points of gap closure short ({fmt(g_combo, 1)} % closed)"
-             if m_combo < GOAL else f"{what} closes {fmt(g_combo, 1)} %"]
+    short = [f"{what} is {GOAL - m_rec:.1f} points of gap closure short ({fmt(g_rec, 1)} % closed)"
+             if m_rec < GOAL else f"{what} closes {fmt(g_rec, 1)} %"]
     if above < len(paper):
         short.append(f"top-1 above the paper recipe in only {above}/{len(paper)} seeds")
     return head + f"**NOT met** — {'; '.join(short)}."
