@@ -47,87 +47,109 @@ def _sd_unused(run_dir: Path):
 
 
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
-    from ..data import load_dataset
-    from ..manifest import Manifest
-    from ..train import load_checkpoint
-    from .probe import centroid_distances, class_domain_features, domain_probe
-
     n, n_map = N_PROBE[ctx.scale], N_MAP[ctx.scale]
-    sd = load_dataset("shared-sd14")
-    probe, control, map_probe, dists, secs, n_test, first_feats = [], [], {k: [] for k in MAP_RUNS}, [], 0.0, 0, None
+    probe, control, map_probe, dists, secs, n_test = [], [], {k: [] for k in MAP_RUNS}, [], 0.0, 0
     for r in runners:
-        d = r.dir / "real_balanced"
-        r.run("real_balanced")
-        ckpt = d / "train" / "model.safetensors"
-        want = {"n_per_domain": n, "seed": r.seed, "checkpoint_mtime": ckpt.stat().st_mtime_ns, "synthetic": "shared-sd14"}
-        out = cached_json(r.dir / "probe.json", want, lambda: domain_probe(
-            load_checkpoint(ckpt), Manifest.read(d / "data" / "heldout.parquet"), sd, n_per_domain=n,
-            seed=r.seed, split="train"))
+        out = _probe_real_only(r, n)
         secs += out["seconds"]
         probe.append(100 * out["result"]["synthetic"]["accuracy"])
         control.append(100 * out["result"]["control"]["accuracy"])
         n_test = out["result"]["synthetic"]["n_test"]
-        # Fig. 3b: models trained on real + SD images, without and with Mixup
-        per_model = {}
-        for label, name in MAP_RUNS.items():
-            r.run(name)
-            rd = r.dir / name
-            ck = rd / "train" / "model.safetensors"
-            heldout = Manifest.read(rd / "data" / "heldout.parquet")
-            classes = heldout.classes[-2:]  # the two rarest classes of the long tail: the most SD images
-
-            def compute(ck=ck, rd=rd, heldout=heldout, classes=classes):
-                model = load_checkpoint(ck)
-                unused = _sd_unused(rd)
-                pr = domain_probe(model, heldout, unused, n_per_domain=n, seed=r.seed, split="train", control=False)
-                feats = class_domain_features(model, heldout, unused, classes, n_map, seed=r.seed)
-                return {"probe": pr["synthetic"]["accuracy"], "classes": classes,
-                        "distances": centroid_distances(feats),
-                        "pca": _pca({f"{k[0]}|{k[1]}": v for k, v in feats.items()})}
-
-            want = {"n": n, "n_map": n_map, "seed": r.seed, "checkpoint_mtime": ck.stat().st_mtime_ns, "v": 1}
-            o = cached_json(r.dir / f"fig3b_{name}.json", want, compute)
-            secs += o["seconds"]
-            per_model[label] = o["result"]
-            map_probe[label].append(100 * o["result"]["probe"])
+        per_model, s = _probe_mixed(r, n, n_map)
+        secs += s
+        for label, res in per_model.items():
+            map_probe[label].append(100 * res["probe"])
         dists.append(per_model)
-        first_feats = first_feats or per_model
     se = 100 * 0.5 / math.sqrt(max(n_test, 1))
     path = ctx.results_dir / "fig3b_features.png"
-    _plot(first_feats, path, ctx.seeds[0])
+    _plot(dists[0], path, ctx.seeds[0])
+    md = _table(probe, control, map_probe, n, n_test, se)
+    md += _verdicts(probe, control, map_probe, dists, se, ctx.seeds[0])
+    md += ["", f"![Fig. 3b: PCA of real and SD 1.4 features, seed {ctx.seeds[0]}]({path.name})"]
+    return md, secs
+
+
+def _probe_real_only(r, n: int) -> dict:
+    """Fig. 3a: the probe (and its real-vs-real control) on the balanced real-only model (cached)."""
+    from ..data import load_dataset
+    from ..manifest import Manifest
+    from ..train import load_checkpoint
+    from .probe import domain_probe
+
+    d = r.dir / "real_balanced"
+    r.run("real_balanced")
+    ckpt = d / "train" / "model.safetensors"
+    want = {"n_per_domain": n, "seed": r.seed, "checkpoint_mtime": ckpt.stat().st_mtime_ns, "synthetic": "shared-sd14"}
+    return cached_json(r.dir / "probe.json", want, lambda: domain_probe(
+        load_checkpoint(ckpt), Manifest.read(d / "data" / "heldout.parquet"), load_dataset("shared-sd14"),
+        n_per_domain=n, seed=r.seed, split="train"))
+
+
+def _probe_mixed(r, n: int, n_map: int) -> tuple[dict, float]:
+    """Fig. 3b: per model trained on real + SD images (without / with Mixup) its probe, centroid
+    distances and PCA of two classes (cached per run); and the seconds they took."""
+    from ..manifest import Manifest
+    from ..train import load_checkpoint
+    from .probe import centroid_distances, class_domain_features, domain_probe
+
+    per_model, secs = {}, 0.0
+    for label, name in MAP_RUNS.items():
+        r.run(name)
+        rd = r.dir / name
+        ck = rd / "train" / "model.safetensors"
+        heldout = Manifest.read(rd / "data" / "heldout.parquet")
+        classes = heldout.classes[-2:]  # the two rarest classes of the long tail: the most SD images
+
+        def compute(ck=ck, rd=rd, heldout=heldout, classes=classes):
+            model = load_checkpoint(ck)
+            unused = _sd_unused(rd)
+            pr = domain_probe(model, heldout, unused, n_per_domain=n, seed=r.seed, split="train", control=False)
+            feats = class_domain_features(model, heldout, unused, classes, n_map, seed=r.seed)
+            return {"probe": pr["synthetic"]["accuracy"], "classes": classes,
+                    "distances": centroid_distances(feats),
+                    "pca": _pca({f"{k[0]}|{k[1]}": v for k, v in feats.items()})}
+
+        want = {"n": n, "n_map": n_map, "seed": r.seed, "checkpoint_mtime": ck.stat().st_mtime_ns, "v": 1}
+        o = cached_json(r.dir / f"fig3b_{name}.json", want, compute)
+        secs += o["seconds"]
+        per_model[label] = o["result"]
+    return per_model, secs
+
+
+def _table(probe, control, map_probe, n: int, n_test: int, se: float) -> list[str]:
     md = ["| probe (one linear layer on frozen features) | accuracy here (%) | paper (%) |", "|---|---|---|",
           f"| (a) real CIFAR-10 vs Stable Diffusion 1.4, model trained on real images only | {fmt(probe)} | {PAPER:.2f} |",
           f"| (a) control: real vs real | {fmt(control)} | – (50 = no gap) |"]
     md += [f"| (b) real vs SD 1.4, model trained on real + SD images {label} | {fmt(map_probe[label])} | – |"
            for label in MAP_RUNS]
-    md += ["", f"(a) Features: ResNet-32 trained on balanced real CIFAR-10 only (the Fig. 2 no-replacement run). "
-           f"{n} images per domain: real ones from the held-out CIFAR-10 training images (never trained on), SD 1.4 "
-           f"ones from CIFAKE; half of the probe data fits the probe and {n_test} images score it; one standard "
-           f"error of a 50 % probe is {se:.2f} points. (b) the SYNAuG models of Table 1 (b) and (c), probed on SD "
-           "images they did not train on.", ""]
+    return md + ["", f"(a) Features: ResNet-32 trained on balanced real CIFAR-10 only (the Fig. 2 no-replacement run). "
+                 f"{n} images per domain: real ones from the held-out CIFAR-10 training images (never trained on), SD 1.4 "
+                 f"ones from CIFAKE; half of the probe data fits the probe and {n_test} images score it; one standard "
+                 f"error of a 50 % probe is {se:.2f} points. (b) the SYNAuG models of Table 1 (b) and (c), probed on SD "
+                 "images they did not train on.", ""]
+
+
+def _verdicts(probe, control, map_probe, dists, se: float, seed0: int) -> list[str]:
     m_s, m_c = mean_std(probe)[0], mean_std(control)[0]
-    md.append(f"- The probe separates real from SD 1.4 features (> 50 %): {verdict(m_s - 50.0 > 2 * se)} — "
-              f"{m_s:.2f} % vs 50 % ({(m_s - 50) / se:+.1f} standard errors; paper 74.16 %).")
-    md.append(f"- The control stays near chance: {'yes' if abs(m_c - 50.0) <= 2 * se + 1.0 else '**no**'} — "
-              f"{m_c:.2f} % ({(m_c - 50) / se:+.1f} standard errors).")
+    md = [f"- The probe separates real from SD 1.4 features (> 50 %): {verdict(m_s - 50.0 > 2 * se)} — "
+          f"{m_s:.2f} % vs 50 % ({(m_s - 50) / se:+.1f} standard errors; paper 74.16 %).",
+          f"- The control stays near chance: {'yes' if abs(m_c - 50.0) <= 2 * se + 1.0 else '**no**'} — "
+          f"{m_c:.2f} % ({(m_c - 50) / se:+.1f} standard errors)."]
     lo, hi = map_probe["with Mixup"], map_probe["without Mixup"]
     d = [a - b for a, b in zip(hi, lo)]
     holds = "yes" if all(x > 0 for x in d) else ("on average" if np.mean(d) > 0 else "no")
     md.append(f"- Mixup makes SD features harder to tell from real ones (lower probe accuracy): {verdict(holds)} — "
               f"without − with Mixup = {np.mean(d):+.2f} points ({sum(x > 0 for x in d)}/{len(d)} seeds positive).")
-    c1, c2 = first_feats["without Mixup"]["classes"]
-    near = []
-    for per_model in dists:
-        dd = per_model["without Mixup"]["distances"]
-        near.append(dd[f"synthetic {c1} ~ synthetic {c2}"] < dd[f"real {c2} ~ synthetic {c2}"])
+    c1, c2 = dists[0]["without Mixup"]["classes"]
+    near = [pm["without Mixup"]["distances"][f"synthetic {c1} ~ synthetic {c2}"]
+            < pm["without Mixup"]["distances"][f"real {c2} ~ synthetic {c2}"] for pm in dists]
     dd0 = dists[0]["without Mixup"]["distances"]
     md.append(f"- Paper, Fig. 3b: \"features of Syn C2 are closer to Syn C1 than Real C2\" (C1 = {c1}, C2 = {c2}, "
               f"model without Mixup): {verdict('yes' if all(near) else 'on average' if sum(near) * 2 > len(near) else 'no')}"
-              f" — {sum(near)}/{len(near)} seeds; seed {ctx.seeds[0]}: centroid distance Syn {c1} ~ Syn {c2} = "
+              f" — {sum(near)}/{len(near)} seeds; seed {seed0}: centroid distance Syn {c1} ~ Syn {c2} = "
               f"{dd0[f'synthetic {c1} ~ synthetic {c2}']:.2f}, Real {c2} ~ Syn {c2} = "
               f"{dd0[f'real {c2} ~ synthetic {c2}']:.2f} (units: mean within-set spread).")
-    md += ["", f"![Fig. 3b: PCA of real and SD 1.4 features, seed {ctx.seeds[0]}]({path.name})"]
-    return md, secs
+    return md
 
 
 def _pca(feats: dict[str, np.ndarray]) -> dict[str, list]:

@@ -89,14 +89,46 @@ def _key(p) -> tuple:
 
 
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
-    from ..stages import file_digest
     from ..train import FinetuneConfig
 
     grid = GRID[ctx.scale]
-    spec = specs(ctx.scale)[BASE_RUN]
-    base_ft = {k: v for k, v in (spec.get("finetune") or {}).items() if k not in ("seed", "progress")}
+    base_ft = {k: v for k, v in (specs(ctx.scale)[BASE_RUN].get("finetune") or {}).items()
+               if k not in ("seed", "progress")}
     default = FinetuneConfig.model_validate(base_ft)
     default_key = (default.per_cell, default.epochs, default.lr)
+    results, secs = _sweeps(runners, grid, base_ft)
+    keys = [_key(p) for p in results[0]["points"]]
+    score = {k: [100.0 * {_key(p): p for p in res["points"]}[k][METRIC] for res in results] for k in keys}
+    before = [100.0 * res["before"][METRIC] for res in results]
+    best = max(keys, key=lambda k: mean_std(score[k])[0])   # first in grid order on ties
+    md = [f"The paper gives no size, epochs or learning rate for SYNAuG's last-layer step. This sweep fine-tunes the "
+          f"head of the trained SYNAuG model of the CIFAR-10-LT runs (run `{BASE_RUN}`: SD 1.4 images + Mixup) on "
+          "class-balanced subsets of the REAL training images and scores each point by **validation** mean-class "
+          f"accuracy (%; averaged over {grid.get('draws', 1)} subset draws per trained model; {len(results)} seed(s), "
+          "mean ± std over seeds). The test split is never read. Other settings as in the "
+          f"runs: momentum {default.momentum}, weight decay {default.weight_decay}, batch {default.batch_size}, "
+          f"{default.schedule} schedule. Before the last-layer step: {fmt(before)}.", ""]
+    md += _grid_table(grid, score, best, default_key)
+    md += ["", f"- Best point: per class {_pc_label(best[0])}, {best[1]} epochs, lr {best[2]:g} "
+           f"({fmt(score[best])})."]
+    md += _default_lines(score, keys, best, default_key)
+    n_val = _val_rows(runners[0].dir / BASE_RUN)
+    if n_val:
+        acc = mean_std(score[best])[0] / 100.0
+        se = 100.0 * math.sqrt(acc * (1.0 - acc) / n_val)
+        md.append(f"- Resolution: the validation split has {n_val} images, one standard error of one accuracy "
+                  f"measurement is about {se:.1f} points, and the best of {len(keys)} grid points is biased upwards "
+                  "by the choice itself.")
+    gain = [b - a for a, b in zip(before, score[best])]
+    md.append(f"- Fine-tuning at the best point vs no last-layer step: {np.mean(gain):+.2f} points validation "
+              "mean-class accuracy.")
+    return md, secs
+
+
+def _sweeps(runners, grid: dict, base_ft: dict) -> tuple[list[dict], float]:
+    """Each seed's sweep (cached beside its runs, keyed by the trained model's digest)."""
+    from ..stages import file_digest
+
     results, secs = [], 0.0
     for r in runners:
         r.run(BASE_RUN)
@@ -106,19 +138,15 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
         got = cached_json(r.dir / "step3_sweep.json", want, lambda: sweep(d, grid, base_ft, r.seed))
         results.append(got["result"])
         secs += got["seconds"]
-    keys = [_key(p) for p in results[0]["points"]]
-    score = {k: [100.0 * {_key(p): p for p in res["points"]}[k][METRIC] for res in results] for k in keys}
-    before = [100.0 * res["before"][METRIC] for res in results]
-    best = max(keys, key=lambda k: mean_std(score[k])[0])   # first in grid order on ties
-    pc_label = lambda pc: "min (= smallest class)" if pc is None else str(pc)  # noqa: E731
-    md = [f"The paper gives no size, epochs or learning rate for SYNAuG's last-layer step. This sweep fine-tunes the "
-          f"head of the trained SYNAuG model of the CIFAR-10-LT runs (run `{BASE_RUN}`: SD 1.4 images + Mixup) on "
-          "class-balanced subsets of the REAL training images and scores each point by **validation** mean-class "
-          f"accuracy (%; averaged over {grid.get('draws', 1)} subset draws per trained model; {len(results)} seed(s), "
-          "mean ± std over seeds). The test split is never read. Other settings as in the "
-          f"runs: momentum {default.momentum}, weight decay {default.weight_decay}, batch {default.batch_size}, "
-          f"{default.schedule} schedule. Before the last-layer step: {fmt(before)}.", "",
-          "| images per class | epochs | " + " | ".join(f"lr {lr:g}" for lr in grid["lr"]) + " |",
+    return results, secs
+
+
+def _pc_label(pc) -> str:
+    return "min (= smallest class)" if pc is None else str(pc)
+
+
+def _grid_table(grid: dict, score: dict, best: tuple, default_key: tuple) -> list[str]:
+    md = ["| images per class | epochs | " + " | ".join(f"lr {lr:g}" for lr in grid["lr"]) + " |",
           "|---|---|" + "---|" * len(grid["lr"])]
     for pc in grid["per_cell"]:
         for ep in grid["epochs"]:
@@ -130,43 +158,30 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
                 if (pc, ep, lr) == default_key:
                     txt += " (default)"
                 cells.append(txt)
-            md.append(f"| {pc_label(pc)} | {ep} | " + " | ".join(cells) + " |")
-    b_m, _ = mean_std(score[best])
-    md += ["", f"- Best point: per class {pc_label(best[0])}, {best[1]} epochs, lr {best[2]:g} "
-           f"({fmt(score[best])})."]
-    if default_key in score:
-        d_m, _ = mean_std(score[default_key])
-        diffs = [b - a for a, b in zip(score[default_key], score[best])]
-        dm, ds = mean_std(diffs)
-        same = default_key == best
-        md.append(f"- The runs' default (per class {pc_label(default_key[0])}, {default_key[1]} epochs, lr "
-                  f"{default_key[2]:g}; configs/table1-cpu.yaml over FinetuneConfig): {fmt(score[default_key])} — "
-                  + ("**the sweep's best point**." if same else
-                     f"best − default = {dm:+.2f}" + ("" if math.isnan(ds) else f" ± {ds:.2f}") + " points; "
-                     + ("**within one seed-to-seed std of the best**." if not math.isnan(ds) and dm <= ds
-                        else "**not the best point: consider the best point as the default**.")))
-    else:
-        md.append(f"- The runs' default ({default_key}) is not a grid point.")
-    if default_key in score and default_key[0] is None:
+            md.append(f"| {_pc_label(pc)} | {ep} | " + " | ".join(cells) + " |")
+    return md
+
+
+def _default_lines(score: dict, keys: list, best: tuple, default_key: tuple) -> list[str]:
+    """The runs' default against the best point, and the span of the balanced points."""
+    if default_key not in score:
+        return [f"- The runs' default ({default_key}) is not a grid point."]
+    dm, ds = mean_std([b - a for a, b in zip(score[default_key], score[best])])
+    md = [f"- The runs' default (per class {_pc_label(default_key[0])}, {default_key[1]} epochs, lr "
+          f"{default_key[2]:g}; configs/table1-cpu.yaml over FinetuneConfig): {fmt(score[default_key])} — "
+          + ("**the sweep's best point**." if default_key == best else
+             f"best − default = {dm:+.2f}" + ("" if math.isnan(ds) else f" ± {ds:.2f}") + " points; "
+             + ("**within one seed-to-seed std of the best**." if not math.isnan(ds) and dm <= ds
+                else "**not the best point: consider the best point as the default**."))]
+    if default_key[0] is None:
         balanced = [k for k in keys if k[0] is None]
         bb = max(balanced, key=lambda k: mean_std(score[k])[0])
         low_lr = [mean_std(score[k])[0] for k in balanced if k[2] <= default_key[2]]
-        lo, hi = min(low_lr), max(low_lr)
         md.append(f"- Only the 'min' rows are class-balanced subsets (the paper's step 3): with a larger per-class "
                   "count, classes with fewer real images give all they have, so the subset is imbalanced again. "
                   f"Best balanced point: {bb[1]} epochs, lr {bb[2]:g} ({fmt(score[bb])}); balanced points with lr "
-                  f"<= {default_key[2]:g} span {lo:.2f}–{hi:.2f}.")
-    n_val = _val_rows(runners[0].dir / BASE_RUN)
-    if n_val:
-        acc = b_m / 100.0
-        se = 100.0 * math.sqrt(acc * (1.0 - acc) / n_val)
-        md.append(f"- Resolution: the validation split has {n_val} images, one standard error of one accuracy "
-                  f"measurement is about {se:.1f} points, and the best of {len(keys)} grid points is biased upwards "
-                  "by the choice itself.")
-    gain = [b - a for a, b in zip(before, score[best])]
-    md.append(f"- Fine-tuning at the best point vs no last-layer step: {np.mean(gain):+.2f} points validation "
-              "mean-class accuracy.")
-    return md, secs
+                  f"<= {default_key[2]:g} span {min(low_lr):.2f}–{max(low_lr):.2f}.")
+    return md
 
 
 def _val_rows(run_dir: Path) -> int:
