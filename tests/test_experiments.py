@@ -573,3 +573,24 @@ def test_merge_updates_only_the_sections_run():
     assert [l for l in secs["## Setup"] if l.startswith("- ")] == ["- s1", "- s2"]
     assert "- Date: 2026-11-26; commit a" in head            # the old header stays
     assert any("`python x --only b c`" in l and "2026-12-06 14:00; commit b" in l for l in head)
+
+
+def test_table1_budget_verdict_needs_more_than_noise():
+    from synaug.experiments import table1
+
+    def rows(nomix, mixup):
+        return {"nomix": nomix, "mixup": mixup}
+
+    short = rows([40.0, 38.0, 36.0], [39.0, 37.0, 35.0])             # Mixup −1 in every seed
+    # a change of +0.01 on average with 1/3 seeds positive: inside the noise, so it does not grow
+    flat = table1.budget_lines(20, 50, short, rows([40.0, 38.0, 36.0], [41.0, 36.0, 34.03]))
+    assert "does NOT hold" in flat[0] and "no measurable change" in flat[0]
+    assert "is a budget effect" in flat[1] and "does NOT hold" in flat[1]
+    # Mixup hurts at 20 epochs and helps at 50 in every seed: the harm was the budget
+    grows = table1.budget_lines(20, 50, short, rows([44.0, 43.0, 42.0], [46.0, 44.5, 44.0]))
+    assert "**holds here**" in grows[0] and "**holds here**" in grows[1] and "3/3 seeds positive at 50" in grows[1]
+    # grows but still hurts at 50 epochs: not (only) a budget effect
+    still = table1.budget_lines(20, 50, short, rows([44.0, 43.0, 42.0], [43.8, 42.9, 41.7]))
+    assert "**holds here**" in still[0] and "does NOT hold" in still[1]
+    # no harm at the short budget: no budget-effect line
+    assert len(table1.budget_lines(20, 50, rows([1.0, 2.0], [3.0, 4.0]), rows([1.0, 2.0], [3.0, 4.0]))) == 1

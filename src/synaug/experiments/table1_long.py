@@ -1,6 +1,7 @@
 """Table 1 at two training budgets (the CPU runs' epochs and LONG_EPOCHS): is a finding decided by the budget?
 
-Not run by default (about 50 min more on 2 cores): ``reproduce_cpu.py --only table1_long``.
+Not run by default (50-epoch runs: about 27 min per seed, 80 min for the three seeds on 2 cores,
+2026-12-07): ``reproduce_cpu.py --only table1_long``.
 """
 from __future__ import annotations
 
