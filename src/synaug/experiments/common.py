@@ -212,17 +212,28 @@ def fmt_paper(v, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def standard_error(d: list[float]) -> float:
+    """Standard error of the mean of paired differences (std / sqrt(seeds)); NaN below two seeds."""
+    s = mean_std(d)[1]
+    return s / math.sqrt(len(d)) if len(d) > 1 and not math.isnan(s) else float("nan")
+
+
 def compare(name_a: str, a: list[float], name_b: str, b: list[float], what: str,
-            unit: str = "points", digits: int = 2) -> tuple[str, str]:
+            unit: str = "points", digits: int = 2, beyond_se: bool = False) -> tuple[str, str]:
     """Is mean(b) > mean(a)? Returns ("yes" | "on average" | "no", text with the paired per-seed
-    difference, mean ± std (``digits`` decimals), and how many seeds agree)."""
+    difference, mean ± std (``digits`` decimals), and how many seeds agree). ``beyond_se``: a mean
+    not above one standard error of the differences is "no" (no measurable change), not "on average"."""
     d = [y - x for x, y in zip(a, b)]
     m, s = mean_std(d)
     wins = sum(x > 0 for x in d)
     holds = ("yes" if wins == len(d) else "on average") if m > 0 else "no"
     spread = f" ± {s:.{digits}f}" if not math.isnan(s) else ""
-    return holds, (f"{name_b} − {name_a} = {m:+.{digits}f}{spread} {unit + ' ' if unit else ''}{what} "
-                   f"({wins}/{len(d)} seeds positive)")
+    text = (f"{name_b} − {name_a} = {m:+.{digits}f}{spread} {unit + ' ' if unit else ''}{what} "
+            f"({wins}/{len(d)} seeds positive)")
+    se = standard_error(d)
+    if beyond_se and holds != "no" and not math.isnan(se) and m <= se:
+        holds, text = "no", text + f"; within one standard error ({se:.2f}) of zero: no measurable change"
+    return holds, text
 
 
 def verdict(holds) -> str:

@@ -48,7 +48,7 @@ def _sd_unused(run_dir: Path):
 
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
     n, n_map = N_PROBE[ctx.scale], N_MAP[ctx.scale]
-    probe, control, map_probe, dists, secs, n_test = [], [], {k: [] for k in MAP_RUNS}, [], 0.0, 0
+    probe, control, dists, secs, n_test = [], [], [], 0.0, 0
     for r in runners:
         out = _probe_real_only(r, n)
         secs += out["seconds"]
@@ -57,9 +57,8 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
         n_test = out["result"]["synthetic"]["n_test"]
         per_model, s = _probe_mixed(r, n, n_map)
         secs += s
-        for label, res in per_model.items():
-            map_probe[label].append(100 * res["probe"])
         dists.append(per_model)
+    map_probe = {label: [100 * pm[label]["probe"] for pm in dists] for label in MAP_RUNS}
     se = 100 * 0.5 / math.sqrt(max(n_test, 1))
     path = ctx.results_dir / "fig3b_features.png"
     _plot(dists[0], path, ctx.seeds[0])

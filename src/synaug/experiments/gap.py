@@ -38,7 +38,7 @@ import math
 import shutil
 from pathlib import Path
 
-from .common import Context, Pending, compare, fmt, mean_std, merge, shot, top1
+from .common import Context, Pending, compare, fmt, mean_std, merge, shot, standard_error, top1
 
 TITLE = "Closing the gap to real data — selection from more candidates, synthetic-aware training"
 EPOCHS = 22                      # the demo's training epochs
@@ -212,9 +212,8 @@ def choose_combo(val: dict[str, list[float]], paper: list[float]) -> list[str]:
 
 def effect(d: list[float]) -> str:
     """A paired difference (row - paper, per seed) in words: helps / hurts / no clear effect."""
-    m, s = mean_std(d)
-    n = len(d)
-    if n > 1 and not math.isnan(s) and abs(m) < s / math.sqrt(n):
+    m, se = mean_std(d)[0], standard_error(d)
+    if not math.isnan(se) and abs(m) < se:
         return "no clear effect (|mean| below its standard error)"
     if all(x > 0 for x in d):
         return "helps in every seed"
