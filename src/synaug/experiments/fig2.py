@@ -22,70 +22,104 @@ def runs(scale: str) -> list[str]:
     return list(balanced_specs(scale))
 
 
+SHAPES = (("class", "linear", "Class-wise replacement declines ~linearly"),
+          ("ratio", "log", "Ratio-wise replacement declines ~logarithmically"))
+
+
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
-    pts_def = FIG2[ctx.scale]
-    curves = {"class": [("real_balanced", 0)] + [(f"replace_class_k{k}", k) for k in pts_def["k"]],
-              "ratio": [("real_balanced", 0.0)] + [(f"replace_ratio_{r:g}", r) for r in pts_def["r"]]}
-    table, fits, pts = [], {}, {}
-    for kind, names in curves.items():
-        fs, accs = [], []
-        for name, param in names:
-            per_seed, frac, n_classes = [], None, None
-            for r in runners:
-                s = r.run(name)
-                per_seed.append(top1(s))
-                frac = 1.0 - s["synthetic"] / sum(s["train_counts_after"])
-                n_classes = len(s["train_counts_after"])
-            fs.append(frac)
-            accs.append(mean_std(per_seed)[0])
-            what = ("no replacement" if name == "real_balanced" else
-                    f"k = {param} of {n_classes} classes" if kind == "class" else f"r = {param:g}")
-            paper = ""
-            if kind == "class" and abs(frac - 0.5) < 1e-9:
-                paper = f"{PAPER['class_half_real']:.2f} (50 % real)"
-            if kind == "ratio" and name != "real_balanced" and param == max(pts_def["r"]):
-                paper = f"{PAPER['ratio_1pct_real']:.2f} (1 % real)"
-            table.append(f"| {'(a) class-wise' if kind == 'class' else '(b) ratio-wise'} | {what} | "
-                         f"{100 * frac:.0f} % | {fmt(per_seed)} | {paper or '–'} |")
-        pts[kind] = (np.asarray(fs), np.asarray(accs))
-        fits[kind] = fit_shapes(np.asarray(fs), np.asarray(accs)) if len(fs) >= 3 else None
-    md = ["| setting | replaced | real share of the training set | top-1 here (%) | paper (%) |",
-          "|---|---|---|---|---|", *table, "",
-          "Replacement images: Stable Diffusion 1.4 images of the same classes (CIFAKE). As in the paper: no Mixup, "
-          "no last-layer step. The paper plots whole curves (CIFAR-100, 500 per class); the text quotes two points, "
-          "shown next to the closest setting here.", "",
-          "Shape fits (least squares on the seed means, x = real share f): linear a + b·f vs logarithmic a + b·ln f.", "",
-          "| setting | R² linear | R² log | better fit |", "|---|---|---|---|"]
-    for kind in ("class", "ratio"):
-        f = fits[kind]
-        md.append(f"| {kind}-wise | – | – | too few points (needs 3) |" if f is None else
-                  f"| {kind}-wise | {f['linear']['r2']:.3f} | {f['log']['r2']:.3f} | {f['better']} |")
-    md.append("")
-    for kind, expect, label in (("class", "linear", "Class-wise replacement declines ~linearly"),
-                                ("ratio", "log", "Ratio-wise replacement declines ~logarithmically")):
-        f = fits[kind]
-        if f is None:
-            md.append(f"- {label}: not tested (fewer than 3 points at this scale).")
-            continue
-        decl = f["linear"]["b"] > 0  # accuracy rises with the real share = declines with replacement
-        holds = decl and f["better"] == expect
-        md.append(f"- {label}: {verdict(holds)} — accuracy "
-                  f"{'declines' if decl else 'does not decline'} as real images are replaced "
-                  f"(slope {f['linear']['b']:+.1f} points per unit real share); the {f['better']} shape fits better "
-                  f"(R² {f['linear']['r2']:.3f} linear vs {f['log']['r2']:.3f} log).")
-    fc, ac = pts["class"]
-    fr, ar = pts["ratio"]
-    i_half, i_low = int(np.argmin(np.abs(fc - 0.5))), int(np.argmin(fr))
-    ok = ar[i_low] >= ac[i_half] - 3.0
-    md.append(f"- A few real images per class go a long way (paper: 41.11 % with 1 % real, ratio-wise, vs 43.96 % with "
-              f"50 % real, class-wise): here {ar[i_low]:.2f} % with {100 * fr[i_low]:.0f} % real (ratio-wise) vs "
-              f"{ac[i_half]:.2f} % with {100 * fc[i_half]:.0f} % real (class-wise) — "
-              + ("**comparable or better (within 3 points), as in the paper**." if ok else
-                 "**clearly worse, unlike the paper**."))
+    curves = _curves(runners, FIG2[ctx.scale])
+    pts = {kind: (np.asarray([p["frac"] for p in c]), np.asarray([mean_std(p["acc"])[0] for p in c]))
+           for kind, c in curves.items()}
+    fits = {kind: fit_shapes(*pts[kind]) if len(c) >= 3 else None for kind, c in curves.items()}
+    md = _tables(curves, fits, max(FIG2[ctx.scale]["r"]))
+    md += [_shape_line(curves[kind], fits[kind], expect, label) for kind, expect, label in SHAPES]
+    md.append(_few_real_line(pts))
     path = ctx.results_dir / "fig2_replacement.png"
     plot(pts, fits, path)
     md += ["", f"![Fig. 2 at CPU scale]({path.name})"]
     return md, 0.0
+
+
+def _curves(runners, pts_def: dict) -> dict[str, list[dict]]:
+    """Per curve, one point per setting: run name, parameter, real share, per-seed top-1."""
+    names = {"class": [("real_balanced", 0)] + [(f"replace_class_k{k}", k) for k in pts_def["k"]],
+             "ratio": [("real_balanced", 0.0)] + [(f"replace_ratio_{r:g}", r) for r in pts_def["r"]]}
+    curves = {}
+    for kind, settings in names.items():
+        curves[kind] = []
+        for name, param in settings:
+            summaries = [r.run(name) for r in runners]
+            s = summaries[-1]
+            curves[kind].append({"name": name, "param": param, "acc": [top1(x) for x in summaries],
+                                 "frac": 1.0 - s["synthetic"] / sum(s["train_counts_after"]),
+                                 "n_classes": len(s["train_counts_after"])})
+    return curves
+
+
+def _tables(curves: dict, fits: dict, r_max: float) -> list[str]:
+    rows = []
+    for kind, points in curves.items():
+        for p in points:
+            name, param, frac = p["name"], p["param"], p["frac"]
+            what = ("no replacement" if name == "real_balanced" else
+                    f"k = {param} of {p['n_classes']} classes" if kind == "class" else f"r = {param:g}")
+            paper = ""
+            if kind == "class" and abs(frac - 0.5) < 1e-9:
+                paper = f"{PAPER['class_half_real']:.2f} (50 % real)"
+            if kind == "ratio" and name != "real_balanced" and param == r_max:
+                paper = f"{PAPER['ratio_1pct_real']:.2f} (1 % real)"
+            rows.append(f"| {'(a) class-wise' if kind == 'class' else '(b) ratio-wise'} | {what} | "
+                        f"{100 * frac:.0f} % | {fmt(p['acc'])} | {paper or '–'} |")
+    md = ["| setting | replaced | real share of the training set | top-1 here (%) | paper (%) |",
+          "|---|---|---|---|---|", *rows, "",
+          "Replacement images: Stable Diffusion 1.4 images of the same classes (CIFAKE). As in the paper: no Mixup, "
+          "no last-layer step. The paper plots whole curves (CIFAR-100, 500 per class); the text quotes two points, "
+          "shown next to the closest setting here.", "",
+          "Shape fits (least squares on the seed means, x = real share f): linear a + b·f vs logarithmic a + b·ln f; "
+          "the last column fits each seed's curve alone and counts the seeds whose better shape is the same.", "",
+          "| setting | R² linear | R² log | better fit | seeds agreeing |", "|---|---|---|---|---|"]
+    for kind in ("class", "ratio"):
+        f = fits[kind]
+        if f is None:
+            md.append(f"| {kind}-wise | – | – | too few points (needs 3) | – |")
+            continue
+        k, n = _seeds_preferring(curves[kind], f["better"])
+        md.append(f"| {kind}-wise | {f['linear']['r2']:.3f} | {f['log']['r2']:.3f} | {f['better']} | {k}/{n} |")
+    md.append("")
+    return md
+
+
+def _seeds_preferring(points: list[dict], shape: str) -> tuple[int, int]:
+    """How many seeds, their curve fitted alone, find ``shape`` the better fit (and of how many)."""
+    fracs = np.asarray([p["frac"] for p in points])
+    per_seed = np.asarray([p["acc"] for p in points]).T  # seeds x points
+    return sum(fit_shapes(fracs, acc)["better"] == shape for acc in per_seed), len(per_seed)
+
+
+def _shape_line(points: list[dict], fit: dict | None, expect: str, label: str) -> str:
+    """The paper's shape claim: accuracy falls as real images are replaced and ``expect`` fits
+    better on the seed means — in every seed ("yes") or not ("on average")."""
+    if fit is None:
+        return f"- {label}: not tested (fewer than 3 points at this scale)."
+    decl = fit["linear"]["b"] > 0  # accuracy rises with the real share = declines with replacement
+    k, n = _seeds_preferring(points, expect)
+    holds = ("yes" if k == n else "on average") if decl and fit["better"] == expect else "no"
+    return (f"- {label}: {verdict(holds)} — accuracy {'declines' if decl else 'does not decline'} as real images "
+            f"are replaced (slope {fit['linear']['b']:+.1f} points per unit real share); the {fit['better']} shape "
+            f"fits the seed means better (R² {fit['linear']['r2']:.3f} linear vs {fit['log']['r2']:.3f} log); "
+            f"the {expect} shape fits better in {k}/{n} seeds alone.")
+
+
+def _few_real_line(pts: dict) -> str:
+    fc, ac = pts["class"]
+    fr, ar = pts["ratio"]
+    i_half, i_low = int(np.argmin(np.abs(fc - 0.5))), int(np.argmin(fr))
+    ok = ar[i_low] >= ac[i_half] - 3.0
+    return (f"- A few real images per class go a long way (paper: 41.11 % with 1 % real, ratio-wise, vs 43.96 % with "
+            f"50 % real, class-wise): here {ar[i_low]:.2f} % with {100 * fr[i_low]:.0f} % real (ratio-wise) vs "
+            f"{ac[i_half]:.2f} % with {100 * fc[i_half]:.0f} % real (class-wise) — "
+            + ("**comparable or better (within 3 points), as in the paper**." if ok else
+               "**clearly worse, unlike the paper**."))
 
 
 def plot(pts: dict, fits: dict, path: Path) -> Path:

@@ -200,6 +200,24 @@ def definition_check(values: dict[str, list[dict]]) -> dict:
 
 
 def analyse(runners, ctx: Context) -> tuple[list[str], float]:
+    acc, gaps, every = _collect(runners)
+    md = [NOTE, "", _reading_intro(), ""]
+    for title, rows in PARTS:
+        md += [f"**{title}**", "",
+               "| method | accuracy (%) | DP | ED | EO | paper acc. | paper DP | paper ED | paper EO |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            p = PAPER[r]
+            md.append(f"| {LABELS[r]} | {fmt(acc[r])} | " + " | ".join(_stats(gaps[r][k]) for k in ("DP", "ED", "EO"))
+                      + f" | {fmt_paper(p[0], 1)} | " + " | ".join(fmt_paper(x, 4) for x in p[1:]) + " |")
+        md += ["", NOTE, ""]
+    md += _claims(acc, gaps)
+    md += _reading_check(definition_check(every))
+    return md, 0.0
+
+
+def _collect(runners) -> tuple[dict, dict, dict]:
+    """Per run, over seeds: accuracy (%), this table's DP / ED / EO, and every gap computed."""
     acc = {r: [] for r in RUNS}
     gaps = {r: {k: [] for k in ("DP", "ED", "EO")} for r in RUNS}
     every = {r: [] for r in RUNS}
@@ -211,34 +229,30 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
             for k in ("DP", "ED", "EO"):
                 gaps[r][k].append(float("nan") if h.get(k) is None else h[k])
             every[r].append({k: _fair(s).get(k) for k in M.DEFINITIONS})
+    return acc, gaps, every
+
+
+def _reading_intro() -> str:
     hs = M.DEFINITION_SETS[M.PAPER_SET]
-    md = [NOTE, "",
-          f"DP / ED / EO below are the paper's reading ('{M.PAPER_SET}'): DP = {hs['DP']}, EO = {hs['EO']}, "
-          f"ED = {hs['ED']} ({hs['label']}); each run's report leads with fairlearn's definitions "
-          f"('{M.HEADLINE_SET}') and gives this reading beside them. Definitions: "
-          + "; ".join(f"`{hs[k]}` = {M.DEFINITIONS[hs[k]]}" for k in ("DP", "EO", "ED"))
-          + ". Accuracy: plain test accuracy on the (gender, race)-balanced test set. Lower gaps are fairer. "
-          "Every run's report.html lists the other readings and the per-(race, gender) table.", ""]
-    for title, rows in PARTS:
-        md += [f"**{title}**", "",
-               "| method | accuracy (%) | DP | ED | EO | paper acc. | paper DP | paper ED | paper EO |",
-               "|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            p = PAPER[r]
-            md.append(f"| {LABELS[r]} | {fmt(acc[r])} | " + " | ".join(_stats(gaps[r][k]) for k in ("DP", "ED", "EO"))
-                      + f" | {fmt_paper(p[0], 1)} | " + " | ".join(fmt_paper(x, 4) for x in p[1:]) + " |")
-        md += ["", NOTE, ""]
-    md += _claims(acc, gaps)
-    chk = definition_check(every)
+    return (f"DP / ED / EO below are the paper's reading ('{M.PAPER_SET}'): DP = {hs['DP']}, EO = {hs['EO']}, "
+            f"ED = {hs['ED']} ({hs['label']}); each run's report leads with fairlearn's definitions "
+            f"('{M.HEADLINE_SET}') and gives this reading beside them. Definitions: "
+            + "; ".join(f"`{hs[k]}` = {M.DEFINITIONS[hs[k]]}" for k in ("DP", "EO", "ED"))
+            + ". Accuracy: plain test accuracy on the (gender, race)-balanced test set. Lower gaps are fairer. "
+            "Every run's report.html lists the other readings and the per-(race, gender) table.")
+
+
+def _reading_check(chk: dict) -> list[str]:
+    """Which reading of DP / EO / ED reproduces the paper's orderings, from :func:`definition_check`."""
     pc = chk["paper"]
-    md += ["", f"**Which reading of DP / EO / ED reproduces the paper's ordering?** Of the {pc['rows']} distinct "
-           f"(DP, ED, EO) rows of the paper's Table 3 (ResNet-18 and -50; repeated rows counted once), ED < EO in "
-           f"{pc['ED < EO']} (all but SYNAuG, ResNet-18) and DP > ED in {pc['DP > ED']} — the first is impossible if "
-           "ED = max(TPR gap, FPR gap) >= EO = TPR gap (fairlearn), the second if DP is measured on a test set "
-           "balanced over (race, gender) cells, where DP <= (TPR gap + FPR gap) / 2. Each reading below is computed "
-           "on the same predictions (every run and seed above); 'agreement' counts, over every (run, seed), how many "
-           "of the three pairwise orders (DP vs ED, DP vs EO, ED vs EO) match the paper's row for the same method.",
-           ""]
+    md = ["", f"**Which reading of DP / EO / ED reproduces the paper's ordering?** Of the {pc['rows']} distinct "
+          f"(DP, ED, EO) rows of the paper's Table 3 (ResNet-18 and -50; repeated rows counted once), ED < EO in "
+          f"{pc['ED < EO']} (all but SYNAuG, ResNet-18) and DP > ED in {pc['DP > ED']} — the first is impossible if "
+          "ED = max(TPR gap, FPR gap) >= EO = TPR gap (fairlearn), the second if DP is measured on a test set "
+          "balanced over (race, gender) cells, where DP <= (TPR gap + FPR gap) / 2. Each reading below is computed "
+          "on the same predictions (every run and seed above); 'agreement' counts, over every (run, seed), how many "
+          "of the three pairwise orders (DP vs ED, DP vs EO, ED vs EO) match the paper's row for the same method.",
+          ""]
     md += ["| reading | DP | EO | ED | ED < EO | ED > EO | DP > ED | DP > EO | DP < EO | agreement with the paper | "
            "shows every order the paper shows |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in M.DEFINITION_SETS.items():
@@ -262,7 +276,7 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
            "(`GenericTrainer.evaluate` in naver-ai/cgl_fairness: mean and max over classes). With two classes its "
            "per-class gaps are the FPR gap and the TPR gap, so its mean is the averaged equalized odds.",
            f"- {NOTE}"]
-    return md, 0.0
+    return md
 
 
 def _claims(acc, gaps) -> list[str]:

@@ -281,6 +281,39 @@ def _write_html(path: Path, title: str, body: list[str]) -> None:
                             f"</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
 
 
+def _checked_labels(run_dirs: list[Path], labels: Sequence[str] | None) -> list[str]:
+    """One distinct label per run folder, each folder given once (else a one-line error)."""
+    from ..errors import SynaugError
+
+    seen = set()
+    for r in run_dirs:
+        if r.resolve() in seen:
+            raise SynaugError(f"run folder {r} is given twice")
+        seen.add(r.resolve())
+    labels = list(labels) if labels is not None else run_labels(run_dirs)
+    if len(labels) != len(run_dirs):
+        raise SynaugError(f"{len(labels)} labels for {len(run_dirs)} runs: give one label per run")
+    if len(set(labels)) != len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise SynaugError(f"label {dup!r} is given to two runs: labels must be distinct")
+    return labels
+
+
+def _classes_by_name(run_dirs: list[Path], summaries: list[dict]) -> tuple[list[str], dict[str, list[int]]]:
+    """Class names in the first run's order, then any class only later runs have; per class, the
+    real training count of each run that has it."""
+    classes: list[str] = []
+    counts: dict[str, list[int]] = {}
+    for r, s in zip(run_dirs, summaries):
+        names = Manifest.read(r / "data" / "real.parquet").classes
+        for name, n in zip(names, s["real_train_counts"]):
+            if name not in counts:
+                classes.append(name)
+                counts[name] = []
+            counts[name].append(int(n))
+    return classes, counts
+
+
 def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "comparison",
             notes: Sequence[str] = (), labels: Sequence[str] | None = None,
             groups: Sequence[str] | None = None) -> Path:
@@ -292,22 +325,9 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "c
     have is empty for the others, never another class's number. ``groups`` (one name per run,
     e.g. the config of each seed of a sweep) adds a ``mean ± std`` row per group and stage.
     """
-    from ..errors import SynaugError
-
     out_dir = Path(out_dir)
     run_dirs = [Path(r) for r in run_dirs]
-    seen = {}
-    for r in run_dirs:
-        key = r.resolve()
-        if key in seen:
-            raise SynaugError(f"run folder {r} is given twice")
-        seen[key] = r
-    labels = list(labels) if labels is not None else run_labels(run_dirs)
-    if len(labels) != len(run_dirs):
-        raise SynaugError(f"{len(labels)} labels for {len(run_dirs)} runs: give one label per run")
-    if len(set(labels)) != len(labels):
-        dup = next(x for x in labels if labels.count(x) > 1)
-        raise SynaugError(f"label {dup!r} is given to two runs: labels must be distinct")
+    labels = _checked_labels(run_dirs, labels)
     summaries = [json.loads((r / "metrics.json").read_text()) for r in run_dirs]
     header, rows = metrics_rows(summaries, labels)
     if groups is not None:
@@ -316,16 +336,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "c
     gens = [[lab, s["name"], str(r), s.get("generator", ""), str(s["synthetic"])]
             for lab, s, r in zip(labels, summaries, run_dirs)]
     gen_header = ["run", "config name", "folder", "generator", "synthetic images"]
-    # classes by name, in the first run's order, then any class only later runs have
-    classes: list[str] = []
-    counts: dict[str, list[int]] = {}
-    for r, s in zip(run_dirs, summaries):
-        names = Manifest.read(r / "data" / "real.parquet").classes
-        for name, n in zip(names, s["real_train_counts"]):
-            if name not in counts:
-                classes.append(name)
-                counts[name] = []
-            counts[name].append(int(n))
+    classes, counts = _classes_by_name(run_dirs, summaries)
     per = {lab: _per_class(s) for lab, s in zip(labels, summaries)}
     acc = {lab: np.array([per[lab].get(c, np.nan) for c in classes], dtype=float) for lab in labels}
     ref = np.array([counts[c][0] for c in classes])

@@ -97,35 +97,55 @@ def group_section(run_dir: Path, summary: dict, cfg: dict, real: Manifest, train
         blocks.append(("text", f"Licence: {LICENCE}; these results may not be used commercially."))
     fair = {s: r.get("fairness") for s, r in res.items() if r.get("fairness")}
     if fair:
-        first = next(iter(fair.values()))
-        if "headline" in first:
-            blocks += _headline_blocks(fair)
-            blocks.append(("h3", "Other readings of DP / EO / ED (same predictions)"))
-            rows = []
-            last = list(fair)[-1]
-            for name, d in M.DEFINITION_SETS.items():
-                if name in (M.HEADLINE_SET, M.PAPER_SET):
-                    continue
-                vals = fair[last].get("sets", {}).get(name) or {k: fair[last].get(d[k]) for k in ("DP", "EO", "ED")}
-                rows.append([name, *[_f(vals.get(k)) for k in ("DP", "EO", "ED")], d["label"]])
-            blocks.append(("table", _table([f"set ({last})", "DP", "EO", "ED", "reading"], rows)))
-        blocks.append(("h3", "Every gap computed (over the group)"))
-        keys = [k for k in M.DEFINITIONS if any(k in f for f in fair.values())]
-        rows = [[k, *[_f(fair[s].get(k)) for s in fair], M.DEFINITIONS[k]] for k in keys]
-        blocks.append(("table", _table(["gap", *fair, "definition"], rows)))
-        shares = first.get("population_shares")
-        if shares:
-            blocks.append(("text", f"Class shares per group used by demographic_parity_population (from "
-                                   f"{first.get('population_shares_from')}): "
-                                   + "; ".join(f"{g}: {real.classes[1]} {100 * v[1]:.1f}%" for g, v in shares.items())
-                                   + f". Positive class: {first.get('positive_class')}."))
+        blocks += _fairness_blocks(fair, real)
+    blocks += _group_accuracy_blocks(res)
+    cell_blocks, figs = _cell_blocks(run_dir, stages, real, train, plot_dir)
+    return blocks + cell_blocks, figs
+
+
+def _fairness_blocks(fair: dict, real: Manifest) -> list:
+    """Headline DP / EO / ED, the other definition sets, every gap, and the population shares used."""
+    blocks: list = []
+    first = next(iter(fair.values()))
+    if "headline" in first:
+        blocks += _headline_blocks(fair)
+        blocks.append(("h3", "Other readings of DP / EO / ED (same predictions)"))
+        rows = []
+        last = list(fair)[-1]
+        for name, d in M.DEFINITION_SETS.items():
+            if name in (M.HEADLINE_SET, M.PAPER_SET):
+                continue
+            vals = fair[last].get("sets", {}).get(name) or {k: fair[last].get(d[k]) for k in ("DP", "EO", "ED")}
+            rows.append([name, *[_f(vals.get(k)) for k in ("DP", "EO", "ED")], d["label"]])
+        blocks.append(("table", _table([f"set ({last})", "DP", "EO", "ED", "reading"], rows)))
+    blocks.append(("h3", "Every gap computed (over the group)"))
+    keys = [k for k in M.DEFINITIONS if any(k in f for f in fair.values())]
+    rows = [[k, *[_f(fair[s].get(k)) for s in fair], M.DEFINITIONS[k]] for k in keys]
+    blocks.append(("table", _table(["gap", *fair, "definition"], rows)))
+    shares = first.get("population_shares")
+    if shares:
+        blocks.append(("text", f"Class shares per group used by demographic_parity_population (from "
+                               f"{first.get('population_shares_from')}): "
+                               + "; ".join(f"{g}: {real.classes[1]} {100 * v[1]:.1f}%" for g, v in shares.items())
+                               + f". Positive class: {first.get('positive_class')}."))
+    return blocks
+
+
+def _group_accuracy_blocks(res: dict) -> list:
     ga = {s: r["group_accuracy"] for s, r in res.items() if "group_accuracy" in r}
-    if ga:
-        blocks.append(("h3", "Group accuracy (%)"))
-        defs = next(iter(ga.values())).get("definitions", {})
-        rows = [[k, *[_pct(ga[s].get(k)) for s in ga], defs.get(k, "")]
-                for k in ("worst", "mean", "unweighted_mean", "weighted_mean") if any(k in g for g in ga.values())]
-        blocks.append(("table", _table(["", *ga, "definition"], rows)))
+    if not ga:
+        return []
+    defs = next(iter(ga.values())).get("definitions", {})
+    rows = [[k, *[_pct(ga[s].get(k)) for s in ga], defs.get(k, "")]
+            for k in ("worst", "mean", "unweighted_mean", "weighted_mean") if any(k in g for g in ga.values())]
+    return [("h3", "Group accuracy (%)"), ("table", _table(["", *ga, "definition"], rows))]
+
+
+def _cell_blocks(run_dir: Path, stages: list[str], real: Manifest, train: Manifest,
+                 plot_dir: Path) -> tuple[list, list[tuple[str, Path]]]:
+    """Per stage, the (group, class) cell table with counts before / after and test accuracy,
+    and the cell-accuracy figure when predictions were saved."""
+    blocks: list = []
     figs: list[tuple[str, Path]] = []
     acc_plot = {}
     for s in stages:
@@ -140,8 +160,7 @@ def group_section(run_dir: Path, summary: dict, cfg: dict, real: Manifest, train
         blocks.append(("h3", f"Per (group, class) cell — {s}"))
         blocks.append(("table", _table(cols, out)))
         if pred is not None:
-            G, C = real.num_groups, real.num_classes
-            a = np.full((G, C), np.nan)
+            a = np.full((real.num_groups, real.num_classes), np.nan)
             for r in rows:
                 if r["group"] in real.groups and "accuracy" in r:
                     a[real.groups.index(r["group"]), real.classes.index(r["class"])] = r["accuracy"]

@@ -48,9 +48,17 @@ def _without_test_rows(m, what: str, use: str):
 
 
 def register(sub) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
+    _register_train(sub)
+    _register_finetune(sub)
+    _register_evaluate(sub)
+
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _register_train(sub) -> None:
     p = sub.add_parser(
-        "train", formatter_class=fmt,
+        "train", formatter_class=_FMT,
         help="train encoder + head (SYNAuG step 2: Mixup on the uniformized set)",
         description="Train a classifier on the split == 'train' rows of --train-manifest (real and\n"
                     "synthetic). Model selection uses --val-manifest, else the 'val' rows of the\n"
@@ -77,8 +85,10 @@ def register(sub) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore OUT/last.json and start over")
     p.set_defaults(func=_train)
 
+
+def _register_finetune(sub) -> None:
     f = sub.add_parser(
-        "finetune", formatter_class=fmt,
+        "finetune", formatter_class=_FMT,
         help="fine-tune / re-train / DFR the last layer on balanced real data (SYNAuG step 3)",
         description="Freeze the encoder of --checkpoint and adjust only the head on a subset of the\n"
                     "REAL training rows (split == 'train', source == 'real') of --manifest drawn\n"
@@ -104,8 +114,10 @@ def register(sub) -> None:
     f.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP.format(FINETUNE_SET_EXAMPLES))
     f.set_defaults(func=_finetune)
 
+
+def _register_evaluate(sub) -> None:
     e = sub.add_parser(
-        "evaluate", formatter_class=fmt,
+        "evaluate", formatter_class=_FMT,
         help="evaluate a checkpoint: top-1, many/medium/few, groups, fairness",
         description="Evaluate --checkpoint on the --split rows of --manifest (the test split is\n"
                     "meant to be used here, once). Many/medium/few buckets use the REAL training\n"
