@@ -31,8 +31,9 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
     pts = {kind: (np.asarray([p["frac"] for p in c]), np.asarray([mean_std(p["acc"])[0] for p in c]))
            for kind, c in curves.items()}
     fits = {kind: fit_shapes(*pts[kind]) if len(c) >= 3 else None for kind, c in curves.items()}
-    md = _tables(curves, fits, max(FIG2[ctx.scale]["r"]))
-    md += [_shape_line(curves[kind], fits[kind], expect, label) for kind, expect, label in SHAPES]
+    seed_shapes = {kind: _seed_shapes(c) if fits[kind] else [] for kind, c in curves.items()}
+    md = _tables(curves, fits, seed_shapes, max(FIG2[ctx.scale]["r"]))
+    md += [_shape_line(fits[kind], seed_shapes[kind], expect, label) for kind, expect, label in SHAPES]
     md.append(_few_real_line(pts))
     path = ctx.results_dir / "fig2_replacement.png"
     plot(pts, fits, path)
@@ -56,7 +57,7 @@ def _curves(runners, pts_def: dict) -> dict[str, list[dict]]:
     return curves
 
 
-def _tables(curves: dict, fits: dict, r_max: float) -> list[str]:
+def _tables(curves: dict, fits: dict, seed_shapes: dict, r_max: float) -> list[str]:
     rows = []
     for kind, points in curves.items():
         for p in points:
@@ -83,26 +84,26 @@ def _tables(curves: dict, fits: dict, r_max: float) -> list[str]:
         if f is None:
             md.append(f"| {kind}-wise | – | – | too few points (needs 3) | – |")
             continue
-        k, n = _seeds_preferring(curves[kind], f["better"])
-        md.append(f"| {kind}-wise | {f['linear']['r2']:.3f} | {f['log']['r2']:.3f} | {f['better']} | {k}/{n} |")
+        agree = f"{seed_shapes[kind].count(f['better'])}/{len(seed_shapes[kind])}"
+        md.append(f"| {kind}-wise | {f['linear']['r2']:.3f} | {f['log']['r2']:.3f} | {f['better']} | {agree} |")
     md.append("")
     return md
 
 
-def _seeds_preferring(points: list[dict], shape: str) -> tuple[int, int]:
-    """How many seeds, their curve fitted alone, find ``shape`` the better fit (and of how many)."""
+def _seed_shapes(points: list[dict]) -> list[str]:
+    """The better-fitting shape of each seed's curve, fitted alone."""
     fracs = np.asarray([p["frac"] for p in points])
     per_seed = np.asarray([p["acc"] for p in points]).T  # seeds x points
-    return sum(fit_shapes(fracs, acc)["better"] == shape for acc in per_seed), len(per_seed)
+    return [fit_shapes(fracs, acc)["better"] for acc in per_seed]
 
 
-def _shape_line(points: list[dict], fit: dict | None, expect: str, label: str) -> str:
+def _shape_line(fit: dict | None, seed_shapes: list[str], expect: str, label: str) -> str:
     """The paper's shape claim: accuracy falls as real images are replaced and ``expect`` fits
     better on the seed means — in every seed ("yes") or not ("on average")."""
     if fit is None:
         return f"- {label}: not tested (fewer than 3 points at this scale)."
     decl = fit["linear"]["b"] > 0  # accuracy rises with the real share = declines with replacement
-    k, n = _seeds_preferring(points, expect)
+    k, n = seed_shapes.count(expect), len(seed_shapes)
     holds = ("yes" if k == n else "on average") if decl and fit["better"] == expect else "no"
     return (f"- {label}: {verdict(holds)} — accuracy {'declines' if decl else 'does not decline'} as real images "
             f"are replaced (slope {fit['linear']['b']:+.1f} points per unit real share); the {fit['better']} shape "
