@@ -287,6 +287,49 @@ def test_fig2_shape_verdict_counts_the_seeds_that_agree():
     assert "not tested" in _shape_line(None, every, "log", "L")
 
 
+def test_fig2_section_is_computed_from_constructed_runs(tmp_path):
+    """fig2.analyse end to end on summaries built here: real shares from the counts, the shape
+    column and verdicts from the accuracies, the plot written."""
+    from synaug.experiments import fig2
+    from synaug.experiments.common import Context
+
+    class FakeRunner:
+        def __init__(self, seed, class_acc, ratio_acc):
+            self.seed, self.class_acc, self.ratio_acc = seed, class_acc, ratio_acc
+
+        def run(self, name):
+            per_class, k, r = 100, 0, 0.0
+            if name.startswith("replace_class_k"):
+                k = int(name.removeprefix("replace_class_k"))
+            elif name.startswith("replace_ratio_"):
+                r = float(name.removeprefix("replace_ratio_"))
+            synthetic = k * per_class + round(10 * per_class * r)
+            f = 1 - synthetic / (10 * per_class)
+            acc = (self.class_acc if k else self.ratio_acc)(f) + 0.1 * self.seed  # same shape in every seed
+            return {"final": "trained", "synthetic": synthetic, "train_counts_after": [per_class] * 10,
+                    "results": {"trained": {"top1": acc / 100}}}
+
+    def section(class_acc, ratio_acc):
+        ctx = Context("small", [0, 1, 2, 3, 4], tmp_path)
+        md, _ = fig2.analyse([FakeRunner(s, class_acc, ratio_acc) for s in range(5)], ctx)
+        return md, {line.split(":")[0]: line for line in md if line.startswith("- ")}
+
+    linear, log = (lambda f: 20 + 20 * f), (lambda f: 45 + 3 * np.log(f))
+    md, lines = section(linear, log)  # the paper's shapes
+    text = "\n".join(md)
+    assert "| (a) class-wise | k = 5 of 10 classes | 50 % | 30.20 ± 0.16 | 43.96 (50 % real) |" in text
+    assert "| (b) ratio-wise | r = 0.98 | 2 % |" in text and "41.11 (1 % real) |" in text
+    assert "| class-wise |" in text and "| linear | 5/5 |" in text and "| log | 5/5 |" in text
+    assert "**holds here**" in lines["- Class-wise replacement declines ~linearly"]
+    assert "**holds here**" in lines["- Ratio-wise replacement declines ~logarithmically"]
+    assert "comparable or better" in lines["- A few real images per class go a long way (paper"]
+    assert (tmp_path / "fig2_replacement.png").stat().st_size > 0
+    _, swapped = section(log, linear)  # shapes swapped: both claims fail, the few-real line flips
+    assert "NOT" in swapped["- Class-wise replacement declines ~linearly"]
+    assert "NOT" in swapped["- Ratio-wise replacement declines ~logarithmically"]
+    assert "clearly worse" in swapped["- A few real images per class go a long way (paper"]
+
+
 def test_compare_and_merge():
     from synaug.experiments.common import compare, fmt, merge, verdict
 

@@ -11,6 +11,7 @@ from .config import TRAIN_KEYS_HELP
 _SET_HELP = "override a config key, e.g. {} (repeatable; values are YAML, paths as typed)"
 TRAIN_SET_EXAMPLES = "--set epochs=10 --set optim.lr=0.05"
 FINETUNE_SET_EXAMPLES = "--set epochs=10 --set lr=0.05"
+_FMT = argparse.RawDescriptionHelpFormatter  # the sub-commands' help keeps its line breaks
 
 
 def _overrides(items) -> list[str]:
@@ -51,9 +52,6 @@ def register(sub) -> None:
     _register_train(sub)
     _register_finetune(sub)
     _register_evaluate(sub)
-
-
-_FMT = argparse.RawDescriptionHelpFormatter
 
 
 def _register_train(sub) -> None:
