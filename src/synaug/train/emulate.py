@@ -1,5 +1,5 @@
 """bf16 autocast numerics emulated with fp32 kernels (``amp: bf16-emulated``): a check of what bf16
-training does to accuracy on a machine without bf16 units, where real bf16 runs ~12x slower.
+training does to accuracy on a machine without bf16 units, where real bf16 runs 2-12x slower.
 
 Not a speed option (it runs ~1.2x slower than fp32). It imitates ``torch.autocast(dtype=bfloat16)``
 as oneDNN's bf16 kernels and AMX compute it: the operands of every matrix product (convolutions,

@@ -3,8 +3,9 @@
 ``amp: auto`` (the default) uses bf16 autocast only where the hardware runs bf16 matrix work
 natively - CPUs with AMX-BF16 or AVX512-BF16 units (oneDNN's bf16 kernels; measured 1.6x fp32
 training on such a CPU), CUDA devices of compute capability 8.0 and newer - and fp32 elsewhere:
-on a CPU without those units (e.g. AVX2 only) oneDNN falls back to reference kernels and bf16
-training ran 12x *slower* than fp32 (AMD EPYC Zen 3, ResNet-32, batch 128). The choice and its
+on a CPU without those units bf16 training is *slower* than fp32 (ResNet-32, batch 128): 12x slower
+with AVX2 only (AMD EPYC Zen 3: oneDNN's reference kernels), 2.3x slower with AVX-512 but no bf16
+units (Intel Xeon, where oneDNN reports bf16 support but converts in software). The choice and its
 reason are recorded in each run's ``summary.json`` and report.
 
 ``compile: auto`` compiles the training step's forward half (``torch.compile``) when the run is
@@ -70,8 +71,8 @@ def cpu_bf16_support() -> tuple[bool, str]:
         return True, f"CPU has {' and '.join(have)} (oneDNN bf16 kernels)"
     if have:
         return False, f"CPU has {' and '.join(have)} but this torch build's oneDNN has no bf16 kernels"
-    return False, ("CPU has no AMX-BF16 / AVX512-BF16 units (bf16 would run on reference kernels, "
-                   "~12x slower than fp32)")
+    return False, ("CPU has no AMX-BF16 / AVX512-BF16 units (bf16 training measured 2-12x slower than fp32 "
+                   "on such CPUs)")
 
 
 def cuda_bf16_support(device: torch.device) -> tuple[bool, str]:
