@@ -45,8 +45,8 @@ def probe(monkeypatch):
 
 @pytest.mark.parametrize("flags,onednn,want", [
     ({"avx2", "fma"}, False, "off"),                 # AVX2 only (e.g. AMD Zen 3): reference kernels
-    # AVX-512 without bf16 units (e.g. Ice Lake Xeon): oneDNN reports bf16 support (it converts
-    # in software), but bf16 training measured 0.44x fp32 there (docs/speed.md)
+    # AVX-512 without bf16 units (a Xeon, docs/speed.md): oneDNN reports bf16 support (it converts
+    # in software), but bf16 training measured 0.44x fp32 there
     ({"avx512f", "avx512bw", "avx512_vnni"}, True, "off"),
     ({"avx512f", "avx512_bf16"}, True, "bf16"),      # AVX512-BF16
     ({"avx512f", "amx_bf16", "amx_tile"}, True, "bf16"),  # AMX (Sapphire Rapids and newer)
