@@ -208,6 +208,52 @@ def test_run_selects_by_confidence_and_reports_it(toy, tmp_path):
     assert set(least.df["path"]).isdisjoint(sel.df["path"])       # 3x candidates: most and least never meet
 
 
+def test_rotate_keeps_every_candidate_in_rounds():
+    kept, rnd = select_cell(SelectConfig(candidates=3, selector="rotate"), 4, None, None, None,
+                            np.random.default_rng(0), size=12)
+    assert kept.tolist() == list(range(12)) and rnd.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    # 12 candidates for 5 needed: two whole rounds; the last two candidates are left out
+    kept, rnd = select_cell(SelectConfig(candidates=3, selector="rotate"), 5, np.zeros(12), None, None,
+                            np.random.default_rng(0))
+    assert kept.tolist() == list(range(10)) and rnd[kept].tolist() == [0] * 5 + [1] * 5
+    assert not SelectConfig(candidates=2, selector="rotate").needs_scorer
+
+
+def test_scorerless_selectors_know_the_candidate_count(tmp_path):
+    """random and rotate have no scores to count the candidates from (random x2 used to fail)."""
+    from synaug.generate.select import select_rows
+
+    cands = make_toy_manifest(tmp_path, [6, 4, 0], size=8, seed=0, source="synthetic")
+    plan = Plan("class", cands.classes, [Cell(0, cands.classes[0], 0, 3), Cell(1, cands.classes[1], 0, 2)])
+    kept, score = select_rows(SelectConfig(candidates=2), 0, plan, cands, None, None, None)
+    assert cands.select(kept).class_counts(None).tolist()[:2] == [3, 2] and np.isnan(score).all()
+    kept, score = select_rows(SelectConfig(candidates=2, selector="rotate"), 0, plan, cands, None, None, None)
+    assert kept.all() and score.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 1, 1]
+
+
+def test_run_rotates_the_candidates_over_the_epochs(toy, tmp_path):
+    out = tmp_path / "run"
+    log = _run(_run_cfg(toy, {"candidates": 3, "selector": "rotate"}, epochs=3), out)
+    assert not any(line.startswith("[scorer]") for line in log)            # no model scores a rotation
+    sel = Manifest.read(out / "select" / "synthetic.parquet")
+    assert sel.class_counts(None).tolist() == [0, 18, 27]                  # every candidate kept
+    cands = Manifest.read(out / "synthetic" / "candidates" / "synthetic.parquet")
+    plan = Plan.read(out / "plan.json")
+    first = sel.select((sel.df["select_round"] == 0).to_numpy())
+    assert list(first.df["path"]) == list(first_rows(cands, plan).df["path"])   # round 0: today's images
+    assert sel.df.groupby(["label", "select_round"]).size().tolist() == [6, 6, 6, 9, 9, 9]
+    s = json.loads((out / "train" / "summary.json").read_text())
+    assert s["synthetic_rounds"] == 3 and s["rows_per_epoch"] == 21 + 15 and s["num_train"] == 21 + 45
+    hist = json.loads((out / "train" / "history.json").read_text())
+    assert [h["images"] for h in hist] == [36, 36, 36]
+    assert json.loads((out / "metrics.json").read_text())["train_counts_after"] == [12, 12, 12]
+    assert json.loads((out / "select" / "selection.json").read_text())["rounds"] == 3
+    bad = _run_cfg(toy, {"candidates": 3, "selector": "rotate"}, algorithm={"name": "resample"})
+    with pytest.raises(SynaugError, match="rotate changes the training rows of every epoch"):
+        _run(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "synthetic").exists()                    # refused before any stage
+
+
 def test_two_round_loop_resumes_after_a_kill(toy, tmp_path):
     raw = _run_cfg(toy, {"candidates": 2, "selector": "typicality", "scorer": {"epochs": 6}})
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))

@@ -17,7 +17,8 @@ from synaug.train.finetune import last_blocks
 from synaug.train.loop import build_model
 from synaug.train.optim import build_optimizer
 from synaug.train.step import MIXUP, NONE, TrainStep, draw_mix_plan
-from synaug.train.synthetic import (SplitBatchNorm2d, color_match_, share_at, share_order, split_batchnorm)
+from synaug.train.synthetic import (SplitBatchNorm2d, color_match_, epoch_order, share_at, share_order,
+                                    split_batchnorm)
 from synaug.train.toydata import make_toy_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,6 +173,64 @@ def test_batch_share_trains(toy, tmp_path):
     cfg = _cfg(toy, epochs=2, synthetic={"batch_share": 0.75, "batch_share_end": 0.25})
     res = train_model(toy["train"], toy["val"], cfg, tmp_path / "run")
     assert len(res.history) == 2 and np.isfinite(res.history[-1]["loss"])
+
+
+# ---------------------------------------------------------------------------- rotating synthetic rows
+def _rotating(toy, rounds: int) -> Manifest:
+    """The toy training rows with the synthetic ones split into ``rounds`` rounds per class."""
+    m = Manifest(toy["train"].df.copy(), toy["train"].classes, toy["train"].roots, toy["train"].groups)
+    syn = (m.df["source"] == "synthetic").to_numpy()
+    m.df["select_round"] = np.nan
+    m.df.loc[syn, "select_round"] = m.df[syn].groupby("label").cumcount().to_numpy() % rounds
+    return m
+
+
+@pytest.mark.parametrize("share", [None, 0.5])
+def test_rotating_rows_one_round_per_epoch(toy, share):
+    """With ``select_round`` every epoch trains on all real rows and exactly one round of the
+    synthetic ones; over ``rounds`` epochs every synthetic row is used once. Without the column the
+    order is the plain shuffle / batch-share order, draw for draw."""
+    from synaug.train.config import SyntheticConfig
+    from synaug.train.data import epoch_order as shuffle
+
+    cfg = SyntheticConfig(batch_share=share)
+    m = _rotating(toy, 2)
+    images = ImageSet(m, _cfg(toy).data, "training", torch.device("cpu"), False)
+    rounds = m.df["select_round"].to_numpy()
+    real = set(np.flatnonzero(np.isnan(rounds)))
+    used = []
+    for e in range(4):
+        order = epoch_order(images, cfg, e, 4, 8, torch.Generator().manual_seed(e)).numpy()
+        rows = set(order.tolist())
+        if share is None:                                             # a shuffle: every real row, once
+            assert len(order) == len(rows) and real <= rows
+        else:                                                         # the share, within the epoch's rows
+            assert all(int((~np.isnan(rounds[b.numpy()])).sum()) == round(share * len(b))
+                       for b in torch.as_tensor(order).split(8))
+        syn = rows - real
+        assert {rounds[i] for i in syn} == {e % 2}                    # one round: epoch mod rounds
+        assert len(order) == len(real) + int((rounds == e % 2).sum())
+        used.append(syn)
+    assert used[0] | used[1] == set(np.flatnonzero(~np.isnan(rounds)))   # two epochs: every synthetic row
+    assert used[0] == used[2] and used[0].isdisjoint(used[1])
+    plain = ImageSet(toy["train"], _cfg(toy).data, "training", torch.device("cpu"), False)
+    got = epoch_order(plain, cfg, 1, 4, 8, torch.Generator().manual_seed(7))
+    want = (shuffle(len(plain), torch.Generator().manual_seed(7)) if share is None else
+            share_order(plain.synthetic.numpy() > 0, share, 8, torch.Generator().manual_seed(7)))
+    assert torch.equal(got, want)
+    with pytest.raises(SynaugError, match="re-samples all rows"):
+        epoch_order(images, cfg, 0, 4, 8, torch.Generator(), torch.ones(len(images)))
+
+
+def test_rotating_rows_train(toy, tmp_path):
+    m = _rotating(toy, 2)
+    res = train_model(m, toy["val"], _cfg(toy, epochs=2), tmp_path / "run")
+    import json
+
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    n_epoch = 20 + int((m.df["select_round"] == 0).sum())
+    assert s["synthetic_rounds"] == 2 and s["rows_per_epoch"] == n_epoch and s["num_train"] == len(m)
+    assert [h["images"] for h in res.history] == [n_epoch, 20 + int((m.df["select_round"] == 1).sum())]
 
 
 # ---------------------------------------------------------------------------- separate batch norm

@@ -308,13 +308,24 @@ class _Pipeline:
         gens = _generators(train_m)
         summary = {"name": self.cfg.name, "final": "finetuned" if "finetuned" in results else "trained",
                    "results": results, "real_train_counts": self.real_counts.tolist(),
-                   "train_counts_after": train_m.class_counts("train").tolist(),
+                   "train_counts_after": _epoch_counts(train_m),
                    "synthetic": int((train_m.df["source"] == "synthetic").sum()),
                    "generator": _generator_label(self.cfg, train_m), "generators": gens,
                    "random_weights": any(random_weights(g) for g in gens), "timings_s": self.st.timings}
         write_json_atomic(self.run_dir / "metrics.json", summary)
         build_report(self.run_dir)
         return summary
+
+
+def _epoch_counts(train_m: Manifest) -> list[int]:
+    """Training images per class in one epoch (rotating synthetic rows: one round of them)."""
+    import numpy as np
+
+    from .train.synthetic import epoch_rows
+
+    rows = epoch_rows(train_m, 0)
+    m = train_m if rows is None else train_m.select(np.isin(np.arange(len(train_m)), rows))
+    return m.class_counts("train").tolist()
 
 
 def _generated_for_another(syn_dir: Path, plan, gcfg: GenerateConfig) -> bool:

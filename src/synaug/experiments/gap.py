@@ -25,7 +25,7 @@ Selection rows use the round-1 scorer: the paper recipe's own model (round 1 of 
 loop trains exactly the paper recipe on the first-needed candidates, which are the paper row's
 images), so its trained model is copied into their ``scorer/train`` folder and resumed as
 finished; their wall time leaves that training out (a user running the loop alone pays it once).
-Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 11
+Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 12
 options, 3 fixed rows and the combination at every seed, ~8-12 min per run on 2 cores: ~7 h from
 nothing).
 """
@@ -70,6 +70,8 @@ OPTIONS = {
                        _sel(selector="diversity")),
     "select_typical_diverse": ("select", "SD 1.4 candidates, the typical half, then k-center",
                                _sel(selector="typical-diverse")),
+    "select_rotate": ("select", "SD 1.4 candidates, all used, rotating: new images in each epoch",
+                      {"generate": {"select": {"selector": "rotate"}}}),
     "loss_weight": ("loss_weight", "synthetic rows' loss weight 0.5", _syn(loss_weight=0.5)),
     "smoothing": ("smoothing", "label smoothing 0.1 for synthetic rows", _syn(label_smoothing=0.1)),
     "batch_share": ("share", "synthetic share 0.5 in every batch", _syn(batch_share=0.5)),
@@ -93,7 +95,8 @@ def row(key: str) -> str:
 #: the options the small scale runs, in the order they run (cheap and likely ones first;
 #: separate_bn trains at ~0.4x the speed): all of :data:`OPTIONS`
 SMALL_OPTIONS = ("ft_blocks", "loss_weight", "smoothing", "batch_share", "select_uncertain", "select_typical",
-                 "select_diverse", "select_typical_diverse", "share_schedule", "color_match", "separate_bn")
+                 "select_diverse", "select_typical_diverse", "share_schedule", "color_match", "separate_bn",
+                 "select_rotate")
 assert sorted(SMALL_OPTIONS) == sorted(OPTIONS)
 
 

@@ -110,11 +110,15 @@ class SelectConfig(Strict):
     * ``typicality``: cosine similarity, in the scorer's feature space, to the real images of the
       class: their centroid (``knn: 0``) or the mean over the ``knn`` nearest;
     * ``diversity``: k-center greedy coverage of the cell's candidates (no near-duplicates);
-    * ``typical-diverse``: the ``typical_share`` most typical candidates, then k-center among them.
+    * ``typical-diverse``: the ``typical_share`` most typical candidates, then k-center among them;
+    * ``rotate``: keeps every candidate and splits each cell's into ``candidates`` rounds of the
+      needed number, in the backend's order (round 0 = today's images); training uses round
+      ``epoch mod candidates`` of the synthetic rows in each epoch (a new set of images per
+      epoch at the same number of images per epoch: all ``candidates`` x the images are used).
     """
 
     candidates: int = Field(1, ge=1)
-    selector: Literal["random", "confidence", "typicality", "diversity", "typical-diverse"] = "random"
+    selector: Literal["random", "confidence", "typicality", "diversity", "typical-diverse", "rotate"] = "random"
     keep: Literal["most", "least", "middle"] = "most"
     knn: int = Field(0, ge=0)
     typical_share: float = Field(0.5, gt=0, le=1)
@@ -136,7 +140,7 @@ class SelectConfig(Strict):
 
     @property
     def needs_scorer(self) -> bool:
-        return self.selector != "random"
+        return self.selector not in ("random", "rotate")
 
 
 class GenerateConfig(Strict):

@@ -36,7 +36,7 @@ from .base import derive_seed
 from .candidates import candidate_config, candidate_plan, cell_positions
 from .config import GenerateConfig, SelectConfig
 
-SELECTORS = ("random", "confidence", "typicality", "diversity", "typical-diverse")
+SELECTORS = ("random", "confidence", "typicality", "diversity", "typical-diverse", "rotate")
 
 
 # ---------------------------------------------------------------------------- the selectors
@@ -79,19 +79,24 @@ def nearest_kept_distance(feats: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 
 def select_cell(sel: SelectConfig, n: int, prob: Optional[np.ndarray], feats: Optional[np.ndarray],
-                real: Optional[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                real: Optional[np.ndarray], rng: np.random.Generator, size: Optional[int] = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Which ``n`` of a cell's candidates to keep, and every candidate's score.
 
     ``prob``: the scorer's confidence in the intended class per candidate (its log-probability);
     ``feats``: their L2-normalised scorer features; ``real``: those of the class's real training
-    images. Returns ``(kept positions, scores)``; the score is what the selector ranks by
+    images; ``size``: the number of candidates (default: the length of ``prob`` or ``feats``; a
+    selector without a scorer has neither). Returns ``(kept positions, scores)``; the score is what the selector ranks by
     (random: the confidence when a scorer ran, else NaN; typicality: the cosine similarity;
-    diversity: the cosine distance to the nearest other kept candidate).
+    diversity: the cosine distance to the nearest other kept candidate; rotate: the round).
     """
-    M = len(prob) if prob is not None else len(feats) if feats is not None else 0
+    M = size if size is not None else len(prob) if prob is not None else len(feats) if feats is not None else 0
     if n > M:
         raise SynaugError(f"a cell needs {n} images but has only {M} candidates")
     s = sel.selector
+    if s == "rotate":  # every whole round of n, in the backend's order: round 0 is today's draw
+        rounds = M // n if n else 0
+        return np.arange(rounds * n), (np.arange(M) // max(n, 1)).astype(float)
     if s == "random":
         score = prob if prob is not None else np.full(M, np.nan)
         return np.sort(rng.permutation(M)[:n]), score
@@ -124,6 +129,9 @@ def check_selection(cfg, plan: Plan, gcfg: GenerateConfig, heldout: Optional[Man
     """One-line errors before any stage runs: the pool holds ``candidates`` x the plan (unless
     ``cand_dir`` already holds these candidates), the scorer checkpoint has the plan's classes."""
     sel = gcfg.select
+    if sel.selector == "rotate" and cfg.train.algorithm.name in ("resample", "group_dro"):
+        raise SynaugError(f"generate.select.selector rotate changes the training rows of every epoch; algorithm "
+                          f"{cfg.train.algorithm.name!r} re-samples all rows by its own weights (use algorithm ce)")
     cplan = candidate_plan(plan, sel.candidates)
     if gcfg.backend == "pool" and not _made(cand_dir, cplan, candidate_config(gcfg)):
         from .pool import PoolGenerator, load_pool
@@ -220,6 +228,8 @@ def _select_stage(cfg, sel: SelectConfig, seed: int, plan: Plan, cands: Manifest
     out = cands.select(kept)
     out.df["select_score"] = score[kept]
     out.df["selector"] = describe(sel)
+    if sel.selector == "rotate":   # training reads it (synaug.train.synthetic.rounds_of)
+        out.df["select_round"] = score[kept].astype(np.int64)
     sdir = run_dir / "select"
     sdir.mkdir(parents=True, exist_ok=True)
     out.write(sdir / "synthetic.parquet")
@@ -228,7 +238,7 @@ def _select_stage(cfg, sel: SelectConfig, seed: int, plan: Plan, cands: Manifest
         rows[["path", "label", "class_name", "group", "source_file", "kept", "select_score", "confidence"]
              ].to_parquet(tmp, index=False)
     summary = selection_summary(sel, cands, kept, score, prob, scorer)
-    if cands.num_classes <= 20:
+    if cands.num_classes <= 20 and not kept.all():
         from .thumbnails import EXAMPLES, kept_rejected_grid
 
         kept_rejected_grid(cands, kept, EXAMPLES, sdir / "examples.png")
@@ -248,7 +258,7 @@ def select_rows(sel: SelectConfig, seed: int, plan: Plan, cands: Manifest, prob,
         p = pos[c.key]
         rng = np.random.default_rng(derive_seed(seed, c.key, 0, purpose="select"))
         k, s = select_cell(sel, c.synthetic, None if prob is None else prob[p], None if feats is None else feats[p],
-                           None if real_feats is None else real_feats.get(c.label, feats[:0]), rng)
+                           None if real_feats is None else real_feats.get(c.label, feats[:0]), rng, len(p))
         kept[p[k]] = True
         score[p] = s
     return kept, score
@@ -280,6 +290,7 @@ def selection_summary(sel: SelectConfig, cands: Manifest, kept: np.ndarray, scor
             row.update(confidence_kept=mean(prob[m & kept]), confidence_rejected=mean(prob[m & ~kept]))
         per[cands.classes[c]] = row
     return {"selector": describe(sel), "candidates_factor": sel.candidates,
+            "rounds": sel.candidates if sel.selector == "rotate" else None,
             "scorer": None if scorer is None else scorer["description"],
             "scorer_path": None if scorer is None else str(scorer["path"]),
             "kept": int(kept.sum()), "rejected": int((~kept).sum()), "per_class": per}

@@ -29,7 +29,7 @@ from . import checkpoint as ckpt
 from . import distributed as ddp
 from .algorithms import Algorithm, DataInfo, build_algorithm
 from .config import TrainConfig
-from .data import ImageSet, epoch_order, refuse_test_rows, split_batches
+from .data import ImageSet, refuse_test_rows, split_batches
 from .evaluate import cell_ids, predict_logits, resolve_device
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import resolve_amp, resolve_compile
@@ -282,7 +282,8 @@ class _Training:
         """The epochs left: precision, compile and step mode decided once, then one epoch at a time."""
         cfg, dev = self.cfg, self.device
         self.amp, self.amp_why = resolve_amp(cfg.amp, dev)
-        steps_left = (len(self.train_m) // (cfg.batch_size * self.world)) * (self.total_epochs - self.start)
+        per_epoch = syn.rows_per_epoch(self.train_m)   # fewer than all rows when synthetic rows rotate
+        steps_left = (per_epoch // (cfg.batch_size * self.world)) * (self.total_epochs - self.start)
         compiled, compile_why = resolve_compile(cfg.compile, dev, steps_left)
         if self.amp == "bf16-emulated" and compiled:
             compiled, compile_why = False, "compile: off: amp bf16-emulated runs eagerly (a dispatch mode)"
@@ -382,6 +383,7 @@ class _Training:
             "select_metric": cfg.select_metric if best["epoch"] is not None else None,
             "num_train": len(m), "num_val": len(self.val_m) if self.val_m is not None else 0,
             "train_sources": m.df["source"].value_counts().to_dict(), "world_size": self.world,
+            **_rotation(m),
             "device": str(self.device), "data_mode": self.train_set.mode, "ranks_in_sync": in_sync,
             **({"synthetic": {**dump(cfg.synthetic), "color_match_stats": self.color}} if cfg.synthetic.active
                else {}),
@@ -421,9 +423,8 @@ def _train_epoch(step: TrainStep, model, algo, train_set, cfg, epoch, total_epoc
     order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1))
     aug_seed, mix_seed = seed_for(cfg.seed, epoch, 2, rank), seed_for(cfg.seed, epoch, 3, rank)
     torch.manual_seed(mix_seed)  # torch's global stream (dropout in timm models, ...) as well
-    share = syn.share_at(cfg.synthetic, epoch, cfg.epochs)
-    order = (epoch_order(len(train_set), order_gen, algo.sample_weights()) if share is None else
-             syn.share_order(train_set.synthetic.numpy() > 0, share, cfg.batch_size, order_gen))
+    order = syn.epoch_order(train_set, cfg.synthetic, epoch, cfg.epochs, cfg.batch_size, order_gen,
+                            algo.sample_weights())
     chunks = split_batches(order, cfg.batch_size, rank, world)
     step.net.train()
     if ph == "head":
@@ -443,6 +444,15 @@ def _train_epoch(step: TrainStep, model, algo, train_set, cfg, epoch, total_epoc
     secs = time.perf_counter() - t0
     return {"epoch": epoch, "loss": loss_sum / max(seen, 1), "images": seen * world,
             "seconds": secs, "img_per_s": seen * world / max(secs, 1e-9)}
+
+
+def _rotation(m: Manifest) -> dict:
+    """What a rotating selection makes of the epochs (``summary.json``); empty when none."""
+    r = syn.rounds_of(m)
+    if r is None:
+        return {}
+    return {"synthetic_rounds": int(r.max()) + 1, "rows_per_epoch": syn.rows_per_epoch(m),
+            "rotation": "each epoch: every real row and the synthetic rows of round epoch mod synthetic_rounds"}
 
 
 def _color_match(train_set: ImageSet, train_m: Manifest, cfg: TrainConfig) -> Optional[dict]:

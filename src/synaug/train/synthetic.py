@@ -8,7 +8,9 @@ real ones. All are off by default (the paper's step 2); see
   (:func:`share_order`, :func:`share_at`);
 * separate batch-norm statistics for synthetic rows during training
   (:class:`SplitBatchNorm2d`, :func:`split_batchnorm`); the test path uses the real ones;
-* colour statistics of synthetic images matched to the real training images (:func:`color_match_`).
+* colour statistics of synthetic images matched to the real training images (:func:`color_match_`);
+* rotating synthetic rows (``generate.select.selector: rotate``): each epoch trains on the real
+  rows and one round of the synthetic candidates (:func:`epoch_rows`).
 """
 from __future__ import annotations
 
@@ -163,6 +165,51 @@ def _stream(rows: np.ndarray, k: int, generator: torch.Generator) -> torch.Tenso
     return torch.cat([t[torch.randperm(len(t), generator=generator)] for _ in range(reps)])[:k]
 
 
+# ---------------------------------------------------------------------------- rotation
+def rounds_of(manifest) -> Optional[np.ndarray]:
+    """Per row, its round of a rotating selection (``select_round``; -1 for rows outside the
+    rotation: the real ones); None when the rows do not rotate (no column, or one round)."""
+    df = manifest.df
+    if "select_round" not in df:
+        return None
+    r = df["select_round"].fillna(-1).to_numpy(np.int64)
+    return r if len(r) and r.max() > 0 else None
+
+
+def epoch_rows(manifest, epoch: int) -> Optional[np.ndarray]:
+    """Row positions an epoch trains on: every row outside the rotation and the rows of round
+    ``epoch mod rounds`` (each candidate once every ``rounds`` epochs); None: every row."""
+    r = rounds_of(manifest)
+    if r is None:
+        return None
+    return np.flatnonzero((r < 0) | (r == epoch % (int(r.max()) + 1)))
+
+
+def rows_per_epoch(manifest) -> int:
+    """How many rows one epoch trains on (:func:`epoch_rows`; the rounds are equal in size)."""
+    rows = epoch_rows(manifest, 0)
+    return len(manifest) if rows is None else len(rows)
+
+
+def epoch_order(images, cfg, epoch: int, epochs: int, batch_size: int, generator: torch.Generator,
+                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """An epoch's row order over ``images`` (an ImageSet): a shuffle (or draws by ``weights``), or
+    the batch-share order; over the epoch's rows only when the synthetic rows rotate."""
+    from .data import epoch_order as shuffle
+
+    rows = epoch_rows(images.manifest, epoch)
+    is_syn = images.synthetic.numpy() > 0
+    if rows is not None:
+        if weights is not None:
+            raise SynaugError("generate.select.selector rotate changes the rows of every epoch; this algorithm "
+                              "re-samples all rows by its own weights (use algorithm ce)")
+        is_syn = is_syn[rows]
+    share = share_at(cfg, epoch, epochs)
+    order = (shuffle(len(is_syn), generator, weights) if share is None else
+             share_order(is_syn, share, batch_size, generator))
+    return order if rows is None else torch.as_tensor(rows, dtype=torch.long)[order]
+
+
 # ---------------------------------------------------------------------------- batch norm
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises the rows of ``route`` (1 = synthetic) with the
@@ -279,4 +326,4 @@ def _stats(images: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.
 
 
 __all__ = ["SyntheticRows", "SplitBatchNorm2d", "split_batchnorm", "share_order", "share_at", "color_match_",
-           "weighted_mean", "check"]
+           "weighted_mean", "check", "epoch_rows", "epoch_order", "rounds_of", "rows_per_epoch"]

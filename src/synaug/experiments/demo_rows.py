@@ -1,0 +1,106 @@
+"""More rows beside ``synaug demo``'s four, paired by seed: the paper recipe (``sd14``) or the
+``synaug-plus`` preset (``plus``) with options of the gap experiment (:data:`synaug.experiments.gap.OPTIONS`)
+on top, run into each seed's demo folder and compared there.
+
+The gap experiment (:mod:`synaug.experiments.gap`) needs its own fixed rows and every option at
+every seed before its section renders (~6 h from nothing); this one measures a few new rows on a
+host where only the demo has run: ``synaug demo --seed S --out runs/demo-sS`` gives the CE, paper,
+preset and held-out-real rows of seed ``S`` (the same configurations as the gap experiment's, run
+with ``amp: auto``: fp32 on a CPU without bf16 units), and a row ``plus+select_rotate`` is the demo's
+``synaug-plus`` config with that option's overrides, in ``runs/demo-sS/plus+select_rotate``. Same
+long-tailed draw, training seed and image draw as the demo's rows of that seed: differences are paired.
+
+Driver: ``benchmarks/demo_rows.py``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from .common import fmt, mean_std, standard_error
+from .gap import GOAL, OPTIONS, effect, gap_closed, overlay, val_score
+
+BASES = {"sd14": "synaug-sd14", "plus": "synaug-plus"}
+FIXED = {"ce": "CE (long-tailed real data)", "synaug-sd14": "paper recipe, SD 1.4 images",
+         "synaug-plus": "synaug-plus preset", "synaug-pool": "paper recipe, held-out REAL images (reference)"}
+
+
+def parse(row: str) -> tuple[str, list[str]]:
+    """``plus+select_rotate`` -> (``synaug-plus``, [``select_rotate``])."""
+    base, *opts = row.split("+")
+    if base not in BASES or not opts or any(o not in OPTIONS for o in opts):
+        raise ValueError(f"row {row!r}: write BASE+OPTION[+OPTION], BASE one of {', '.join(BASES)}, "
+                         f"OPTION one of {', '.join(OPTIONS)}")
+    return BASES[base], opts
+
+
+def row_config(row: str, seed: int, epochs: int = 22) -> dict:
+    """The demo's config of the row's base at ``seed`` with the options' overrides."""
+    from ..demo import variants
+    from ..runconfig import deep_merge
+
+    base, opts = parse(row)
+    cfg = deep_merge(copy.deepcopy(variants(epochs, False, seed)[base]), overlay("small", opts))
+    cfg.update({"name": row, "description": f"{FIXED[base]} + " + ", ".join(OPTIONS[o][1] for o in opts)})
+    return cfg
+
+
+def run_row(row: str, seed: int, demo_dir: Path) -> dict:
+    """Run (or resume) one row of one seed in ``demo_dir`` (cached like any ``synaug run``)."""
+    from ..run import load_run_config, run
+
+    if not (demo_dir / "synaug-sd14" / "metrics.json").is_file():
+        raise FileNotFoundError(f"{demo_dir}: no finished demo here (synaug demo --seed {seed} --out {demo_dir})")
+    return run(load_run_config(None, base=row_config(row, seed)), demo_dir / row)
+
+
+def collect(run_dir: Path) -> dict:
+    """Top-1, shots, validation score and wall time (sum of the stages) of a finished run."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    res = m["results"]["finetuned" if "finetuned" in m["results"] else "trained"]
+    return {"top1": 100 * res["top1"], **{b: 100 * res["shot"][b] for b in ("many", "medium", "few")},
+            "val": val_score(run_dir), "minutes": sum(m["timings_s"].values()) / 60}
+
+
+def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
+    """The markdown table and verdict lines: fixed rows, then ``rows``, paired by seed."""
+    names = list(FIXED) + rows
+    got = {n: {s: collect(d / n) for s, d in demo_dirs.items() if (d / n / "metrics.json").is_file()} for n in names}
+    seeds = sorted(s for s in demo_dirs if all(s in got[n] for n in names))
+    if not seeds:
+        return ["(no seed has every row finished)"]
+    col = lambda n, k: [got[n][s][k] for s in seeds]  # noqa: E731
+    ce, real = col("ce", "top1"), col("synaug-pool", "top1")
+    md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them).", "",
+          "| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
+          "top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        t = col(n, "top1")
+        diffs = [_diff(t, col(ref, "top1")) if n not in (ref, "ce", "synaug-pool") else ""
+                 for ref in ("synaug-sd14", "synaug-plus")]
+        gap = "–" if n == "ce" else fmt(gap_closed(t, ce, real), 1)
+        md.append(f"| {FIXED.get(n, n)} | {fmt(t)} | " + " | ".join(fmt(col(n, b)) for b in ("many", "medium", "few"))
+                  + f" | {fmt(col(n, 'val'))} | {fmt(col(n, 'minutes'), 1)} | {gap} | {diffs[0]} | {diffs[1]} |")
+    md.append("")
+    for n in rows:
+        for ref in ("synaug-sd14", "synaug-plus"):
+            if parse(n)[0] == ref and ref == "synaug-plus" or ref == "synaug-sd14":
+                d = [a - b for a, b in zip(col(n, "top1"), col(ref, "top1"))]
+                md.append(f"- `{n}` vs {FIXED[ref]}: {effect(d)} — {fmt(d)} points top-1 "
+                          f"(SE {standard_error(d):.2f}, {sum(x > 0 for x in d)}/{len(d)} seeds positive).")
+        g = gap_closed(col(n, "top1"), ce, real)
+        above = sum(a > b for a, b in zip(col(n, "top1"), col("synaug-sd14", "top1")))
+        ok = mean_std(g)[0] >= GOAL and above == len(seeds)
+        md.append(f"- `{n}` against the issue's goal (≥ {GOAL:.0f} % of the gap, above the paper recipe in every "
+                  f"seed): **{'met' if ok else 'NOT met'}** — {fmt(g, 1)} % closed, above the paper recipe in "
+                  f"{above}/{len(seeds)} seeds.")
+    return md
+
+
+def _diff(a: list[float], b: list[float]) -> str:
+    d = [x - y for x, y in zip(a, b)]
+    return f"{fmt(d)} ({sum(x > 0 for x in d)}/{len(d)})"
+
+
+__all__ = ["parse", "row_config", "run_row", "collect", "table"]
