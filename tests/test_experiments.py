@@ -532,6 +532,50 @@ def test_data_options_reach_the_dataset_adapter():
 
 
 # ------------------------------------------------------------------------------ gap (issue 17)
+def _fake_run(d: Path, top1: float, val: float, few: float = 0.5) -> None:
+    (d / "finetune").mkdir(parents=True)
+    (d / "finetune" / "finetune.json").write_text(json.dumps({"val": {"mean_class": val}}))
+    res = {"top1": top1, "shot": {"many": 0.6, "medium": 0.4, "few": few}}
+    (d / "metrics.json").write_text(json.dumps({"results": {"trained": {"top1": 0.0}, "finetuned": res},
+                                                "timings_s": {"train": 300.0, "eval-train": 60.0}}))
+
+
+def test_demo_rows_configs_and_table(tmp_path):
+    """A row is the demo's config of its base plus the gap option's overrides; the table pairs the
+    rows by seed and computes gap closure, differences and the goal from the run folders."""
+    from synaug.demo import variants
+    from synaug.experiments import demo_rows as dr
+
+    cfg = dr.row_config("plus+select_rotate", 1)
+    want = variants(22, False, 1)["synaug-plus"]
+    assert cfg["generate"]["select"] == {"selector": "rotate", "candidates": 10}
+    assert {k: v for k, v in cfg["generate"].items() if k != "select"} == want["generate"]
+    assert cfg["train"] == want["train"] and cfg["seed"] == 1 and cfg["finetune"] == want["finetune"]
+    assert load_run_config(None, base=cfg).generate.select.selector == "rotate"
+    with pytest.raises(ValueError, match="BASE one of sd14, plus"):
+        dr.parse("paper+select_rotate")
+    with pytest.raises(ValueError, match="OPTION one of"):
+        dr.parse("plus+rotate")
+    top = {"ce": (0.20, 0.30), "synaug-sd14": (0.40, 0.44), "synaug-plus": (0.42, 0.45),
+           "synaug-pool": (0.60, 0.60), "plus+select_rotate": (0.52, 0.56)}
+    for s, shift in ((0, 0.0), (1, 0.02)):
+        for n, (t0, t1) in top.items():
+            _fake_run(tmp_path / f"s{s}" / n, t0 if s == 0 else t1, 0.4 + shift)
+    _fake_run(tmp_path / "s2" / "ce", 0.2, 0.4)                      # seed 2 unfinished: left out
+    md = "\n".join(dr.table({s: tmp_path / f"s{s}" for s in (0, 1, 2)}, ["plus+select_rotate"]))
+    assert "Seeds 0, 1 (each row" in md
+    g = [100 * (0.52 - 0.20) / (0.60 - 0.20), 100 * (0.56 - 0.30) / (0.60 - 0.30)]   # 80.0, 86.7
+    row = next(x for x in md.splitlines() if x.startswith("| plus+select_rotate"))
+    assert f"| {np.mean(g):.1f} ± {np.std(g, ddof=1):.1f} |" in row
+    assert "| 12.00 ± 0.00 (2/2) | 10.50 ± 0.71 (2/2) |" in row          # vs paper, vs preset
+    assert "| 6.0 ± 0.0 |" in row                                      # minutes: the stage sums
+    assert "against the issue's goal (≥ 75 % of the gap, above the paper recipe in every seed): **met**" in md
+    shutil.rmtree(tmp_path / "s1" / "plus+select_rotate")
+    _fake_run(tmp_path / "s1" / "plus+select_rotate", 0.39, 0.4)       # below the paper recipe at seed 1
+    md = "\n".join(dr.table({s: tmp_path / f"s{s}" for s in (0, 1)}, ["plus+select_rotate"]))
+    assert "**NOT met** — " in md and "above the paper recipe in 1/2 seeds" in md
+
+
 def test_gap_rules_are_computed_from_the_numbers():
     from synaug.experiments import gap
 

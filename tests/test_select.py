@@ -248,7 +248,7 @@ def test_run_rotates_the_candidates_over_the_epochs(toy, tmp_path):
     assert [h["images"] for h in hist] == [36, 36, 36]
     assert json.loads((out / "metrics.json").read_text())["train_counts_after"] == [12, 12, 12]
     assert json.loads((out / "select" / "selection.json").read_text())["rounds"] == 3
-    bad = _run_cfg(toy, {"candidates": 3, "selector": "rotate"}, algorithm={"name": "resample"})
+    bad = _run_cfg(toy, {"candidates": 3, "selector": "rotate"}, algorithm={"name": "balanced_softmax"})
     with pytest.raises(SynaugError, match="rotate changes the training rows of every epoch"):
         _run(bad, tmp_path / "bad")
     assert not (tmp_path / "bad" / "synthetic").exists()                    # refused before any stage

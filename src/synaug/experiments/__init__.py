@@ -1,5 +1,6 @@
 """The paper's experiments at CPU scale, one module each, and the small libraries they use
-(:mod:`~synaug.experiments.probe` for the domain gap, :mod:`~synaug.experiments.toy2d` for Fig. 5).
+(:mod:`~synaug.experiments.probe` for the domain gap, :mod:`~synaug.experiments.toy2d` for Fig. 5,
+:mod:`~synaug.experiments.demo_rows` for rows paired with ``synaug demo``'s runs).
 
 :data:`EXPERIMENTS` maps an experiment name to its module (interface: see
 :mod:`synaug.experiments.common`); ``benchmarks/reproduce_cpu.py`` runs them and writes

@@ -85,10 +85,9 @@ def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
     md.append("")
     for n in rows:
         for ref in ("synaug-sd14", "synaug-plus"):
-            if parse(n)[0] == ref and ref == "synaug-plus" or ref == "synaug-sd14":
-                d = [a - b for a, b in zip(col(n, "top1"), col(ref, "top1"))]
-                md.append(f"- `{n}` vs {FIXED[ref]}: {effect(d)} — {fmt(d)} points top-1 "
-                          f"(SE {standard_error(d):.2f}, {sum(x > 0 for x in d)}/{len(d)} seeds positive).")
+            d = [a - b for a, b in zip(col(n, "top1"), col(ref, "top1"))]
+            md.append(f"- `{n}` vs {FIXED[ref]}: {effect(d)} — {fmt(d)} points top-1 "
+                      f"(SE {standard_error(d):.2f}, {sum(x > 0 for x in d)}/{len(d)} seeds positive).")
         g = gap_closed(col(n, "top1"), ce, real)
         above = sum(a > b for a, b in zip(col(n, "top1"), col("synaug-sd14", "top1")))
         ok = mean_std(g)[0] >= GOAL and above == len(seeds)

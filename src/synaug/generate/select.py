@@ -2,7 +2,8 @@
 
 The backend offers ``candidates`` x the images each plan cell needs (the pool: that many distinct
 images of the cell's class, a prefix-extension of today's draw; txt2img: more seeds), a scorer
-model that synaug trains itself scores them, and a selector keeps the needed number per cell.
+model that synaug trains itself scores them, and a selector keeps the needed number per cell
+(or ``rotate`` keeps them all, in rounds of the needed number that training takes in turn).
 
 In ``synaug run`` this is three cached, resumable stages (:func:`run_selection`):
 
@@ -86,8 +87,8 @@ def select_cell(sel: SelectConfig, n: int, prob: Optional[np.ndarray], feats: Op
     ``prob``: the scorer's confidence in the intended class per candidate (its log-probability);
     ``feats``: their L2-normalised scorer features; ``real``: those of the class's real training
     images; ``size``: the number of candidates (default: the length of ``prob`` or ``feats``; a
-    selector without a scorer has neither). Returns ``(kept positions, scores)``; the score is what the selector ranks by
-    (random: the confidence when a scorer ran, else NaN; typicality: the cosine similarity;
+    selector without a scorer has neither). Returns ``(kept positions, scores)``; the score is what
+    the selector ranks by (random: the confidence when a scorer ran, else NaN; typicality: the cosine similarity;
     diversity: the cosine distance to the nearest other kept candidate; rotate: the round).
     """
     M = size if size is not None else len(prob) if prob is not None else len(feats) if feats is not None else 0
@@ -129,9 +130,10 @@ def check_selection(cfg, plan: Plan, gcfg: GenerateConfig, heldout: Optional[Man
     """One-line errors before any stage runs: the pool holds ``candidates`` x the plan (unless
     ``cand_dir`` already holds these candidates), the scorer checkpoint has the plan's classes."""
     sel = gcfg.select
-    if sel.selector == "rotate" and cfg.train.algorithm.name in ("resample", "group_dro"):
+    if sel.selector == "rotate" and cfg.train.algorithm.name != "ce":   # its counts / weights span every round
         raise SynaugError(f"generate.select.selector rotate changes the training rows of every epoch; algorithm "
-                          f"{cfg.train.algorithm.name!r} re-samples all rows by its own weights (use algorithm ce)")
+                          f"{cfg.train.algorithm.name!r} takes class counts or sampling weights from all rows "
+                          "(use algorithm ce)")
     cplan = candidate_plan(plan, sel.candidates)
     if gcfg.backend == "pool" and not _made(cand_dir, cplan, candidate_config(gcfg)):
         from .pool import PoolGenerator, load_pool
