@@ -248,6 +248,9 @@ def test_run_rotates_the_candidates_over_the_epochs(toy, tmp_path):
     assert [h["images"] for h in hist] == [36, 36, 36]
     assert json.loads((out / "metrics.json").read_text())["train_counts_after"] == [12, 12, 12]
     assert json.loads((out / "select" / "selection.json").read_text())["rounds"] == 3
+    report = (out / "report.md").read_text()
+    assert "every candidate kept, in 3 rounds" in report and "kept vs rejected per class" not in report
+    assert "| class2 | 27 | 9 | 3 |" in report                          # candidates, per epoch, rounds
     bad = _run_cfg(toy, {"candidates": 3, "selector": "rotate"}, algorithm={"name": "balanced_softmax"})
     with pytest.raises(SynaugError, match="rotate changes the training rows of every epoch"):
         _run(bad, tmp_path / "bad")

@@ -319,13 +319,9 @@ class _Pipeline:
 
 def _epoch_counts(train_m: Manifest) -> list[int]:
     """Training images per class in one epoch (rotating synthetic rows: one round of them)."""
-    import numpy as np
+    from .train.synthetic import epoch_manifest
 
-    from .train.synthetic import epoch_rows
-
-    rows = epoch_rows(train_m, 0)
-    m = train_m if rows is None else train_m.select(np.isin(np.arange(len(train_m)), rows))
-    return m.class_counts("train").tolist()
+    return epoch_manifest(train_m).class_counts("train").tolist()
 
 
 def _generated_for_another(syn_dir: Path, plan, gcfg: GenerateConfig) -> bool:

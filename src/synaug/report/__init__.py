@@ -179,6 +179,7 @@ def _how_trained(path: Path) -> list[str]:
 
 def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` for one finished run."""
+    from ..train.synthetic import epoch_manifest
     from .fairness import group_section, to_html, to_markdown
     from .selection import selection_section
 
@@ -188,7 +189,7 @@ def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0)
     real = Manifest.read(run_dir / "data" / "real.parquet")
     train = Manifest.read(run_dir / "data" / "train.parquet")
     pdir = run_dir / "plots"
-    figs = _figures(run_dir, summary, real, train.split("train"), pdir, samples_per_class, seed)
+    figs = _figures(run_dir, summary, real, epoch_manifest(train.split("train")), pdir, samples_per_class, seed)
     header, rows = metrics_rows([summary])
     intro = _intro(run_dir, summary, cfg, real)
     sel_intro, sel_tables, sel_png = selection_section(run_dir)

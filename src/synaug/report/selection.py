@@ -15,6 +15,13 @@ def selection_section(run_dir: Path) -> tuple[list[str], list[tuple[str, list[st
     intro = [f"Selector: {s['selector']}; {s['kept']} of {s['kept'] + s['rejected']} candidates kept "
              f"({s['candidates_factor']} candidates per needed image).",
              f"Scorer: {s['scorer'] or 'none (random selection)'}."]
+    if s.get("rounds"):
+        k = s["rounds"]
+        intro[1] = (f"Rotation, no scorer: every candidate kept, in {k} rounds of the needed number per class; "
+                    f"epoch e trains on the real images and round e mod {k} (round 0 = the images a run without "
+                    "selection uses).")
+        rows = [[name, str(r["candidates"]), str(r["kept"] // k), str(k)] for name, r in s["per_class"].items()]
+        return intro, [("Synthetic candidates in rotation", ["class", "candidates", "per epoch", "rounds"], rows)], None
     conf = any("confidence_kept" in r for r in s["per_class"].values())
     header = ["class", "candidates", "kept", "rejected", "score kept", "score rejected"]
     if conf:

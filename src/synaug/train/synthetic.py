@@ -185,6 +185,12 @@ def epoch_rows(manifest, epoch: int) -> Optional[np.ndarray]:
     return np.flatnonzero((r < 0) | (r == epoch % (int(r.max()) + 1)))
 
 
+def epoch_manifest(manifest, epoch: int = 0):
+    """The rows ``epoch`` trains on, as a manifest (``manifest`` itself when nothing rotates)."""
+    rows = epoch_rows(manifest, epoch)
+    return manifest if rows is None else manifest.select(np.isin(np.arange(len(manifest)), rows))
+
+
 def rows_per_epoch(manifest) -> int:
     """How many rows one epoch trains on (:func:`epoch_rows`; the rounds are equal in size)."""
     rows = epoch_rows(manifest, 0)
@@ -326,4 +332,4 @@ def _stats(images: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.
 
 
 __all__ = ["SyntheticRows", "SplitBatchNorm2d", "split_batchnorm", "share_order", "share_at", "color_match_",
-           "weighted_mean", "check", "epoch_rows", "epoch_order", "rounds_of", "rows_per_epoch"]
+           "weighted_mean", "check", "epoch_rows", "epoch_order", "epoch_manifest", "rounds_of", "rows_per_epoch"]
