@@ -556,6 +556,11 @@ def test_demo_rows_configs_and_table(tmp_path):
         dr.parse("paper+select_rotate")
     with pytest.raises(ValueError, match="OPTION one of"):
         dr.parse("plus+rotate")
+    assert dr.trained_twin("sd14+share_schedule+ft_blocks") == "sd14+share_schedule"
+    assert dr.trained_twin("sd14+ft_blocks") == "synaug-sd14" and dr.trained_twin("sd14+share_schedule") is None
+    assert dr.trained_twin("plus+ft_blocks") is None                  # the preset fine-tunes the block already
+    twin, row = dr.row_config("sd14+share_schedule", 0), dr.row_config("sd14+share_schedule+ft_blocks", 0)
+    assert twin["train"] == row["train"] and twin["generate"] == row["generate"] and twin["data"] == row["data"]
     top = {"ce": (0.20, 0.30), "synaug-sd14": (0.40, 0.44), "synaug-plus": (0.42, 0.45),
            "synaug-pool": (0.60, 0.60), "plus+select_rotate": (0.52, 0.56)}
     for s, shift in ((0, 0.0), (1, 0.02)):

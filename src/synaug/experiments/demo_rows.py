@@ -49,10 +49,24 @@ def row_config(row: str, seed: int, epochs: int = 22) -> dict:
 def run_row(row: str, seed: int, demo_dir: Path) -> dict:
     """Run (or resume) one row of one seed in ``demo_dir`` (cached like any ``synaug run``)."""
     from ..run import load_run_config, run
+    from .common import seed_from
 
     if not (demo_dir / "synaug-sd14" / "metrics.json").is_file():
         raise FileNotFoundError(f"{demo_dir}: no finished demo here (synaug demo --seed {seed} --out {demo_dir})")
+    src = trained_twin(row)
+    if src is not None:   # only step 3 differs: its training is that row's (the stage keys re-check it)
+        seed_from(demo_dir / src, demo_dir / row)
     return run(load_run_config(None, base=row_config(row, seed)), demo_dir / row)
+
+
+def trained_twin(row: str) -> str | None:
+    """The row whose training ``row`` shares: ``X+ft_blocks`` trains as ``X`` (``ft_blocks`` only
+    changes step 3); None for any other row."""
+    base, opts = parse(row)
+    if "ft_blocks" not in opts or base == "synaug-plus":
+        return None
+    rest = [o for o in opts if o != "ft_blocks"]
+    return "+".join([row.split("+")[0], *rest]) if rest else base
 
 
 def collect(run_dir: Path) -> dict:
@@ -102,4 +116,4 @@ def _diff(a: list[float], b: list[float]) -> str:
     return f"{fmt(d)} ({sum(x > 0 for x in d)}/{len(d)})"
 
 
-__all__ = ["parse", "row_config", "run_row", "collect", "table"]
+__all__ = ["parse", "row_config", "run_row", "trained_twin", "collect", "table"]
