@@ -14,6 +14,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from synaug.errors import SynaugError
     from synaug.experiments.demo_rows import parse, run_row, table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +35,11 @@ def main(argv=None) -> int:
         for r in a.rows:          # row by row: an interrupted invocation leaves whole rows
             for s in a.seeds:
                 print(f"=== {r}, seed {s} -> {dirs[s] / r}", flush=True)
-                run_row(r, s, dirs[s])
+                try:
+                    run_row(r, s, dirs[s])
+                except SynaugError as e:
+                    print(f"error: {e}", file=sys.stderr)
+                    return 2
     text = "\n".join(table(dirs, a.rows))
     print(text)
     if a.md:

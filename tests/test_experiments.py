@@ -556,6 +556,9 @@ def test_demo_rows_configs_and_table(tmp_path):
         dr.parse("paper+select_rotate")
     with pytest.raises(ValueError, match="OPTION one of"):
         dr.parse("plus+rotate")
+    with pytest.raises(SynaugError, match="no finished demo here .run: synaug demo --seed 2"):
+        dr.run_row("plus+select_rotate", 2, tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()                        # refused before writing anything
     assert dr.trained_twin("sd14+share_schedule+ft_blocks") == "sd14+share_schedule"
     assert dr.trained_twin("sd14+ft_blocks") == "synaug-sd14" and dr.trained_twin("sd14+share_schedule") is None
     assert dr.trained_twin("plus+ft_blocks") is None                  # the preset fine-tunes the block already

@@ -18,6 +18,7 @@ import copy
 import json
 from pathlib import Path
 
+from ..errors import SynaugError
 from .common import fmt, mean_std, standard_error
 from .gap import GOAL, OPTIONS, effect, gap_closed, overlay, val_score
 
@@ -52,7 +53,7 @@ def run_row(row: str, seed: int, demo_dir: Path) -> dict:
     from .common import seed_from
 
     if not (demo_dir / "synaug-sd14" / "metrics.json").is_file():
-        raise FileNotFoundError(f"{demo_dir}: no finished demo here (synaug demo --seed {seed} --out {demo_dir})")
+        raise SynaugError(f"{demo_dir}: no finished demo here (run: synaug demo --seed {seed} --out {demo_dir})")
     src = trained_twin(row)
     if src is not None:   # only step 3 differs: its training is that row's (the stage keys re-check it)
         seed_from(demo_dir / src, demo_dir / row)
