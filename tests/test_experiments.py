@@ -536,7 +536,8 @@ def _fake_run(d: Path, top1: float, val: float, few: float = 0.5) -> None:
     (d / "finetune").mkdir(parents=True)
     (d / "finetune" / "finetune.json").write_text(json.dumps({"val": {"mean_class": val}}))
     res = {"top1": top1, "shot": {"many": 0.6, "medium": 0.4, "few": few}}
-    (d / "metrics.json").write_text(json.dumps({"results": {"trained": {"top1": 0.0}, "finetuned": res},
+    (d / "metrics.json").write_text(json.dumps({"final": "finetuned", "results": {"trained": {"top1": 0.0},
+                                                                                   "finetuned": res},
                                                 "timings_s": {"train": 300.0, "eval-train": 60.0}}))
 
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from ..errors import SynaugError
-from .common import fmt, mean_std, standard_error
+from .common import compare, fmt, mean_std, shot, top1
 from .gap import GOAL, OPTIONS, effect, gap_closed, overlay, val_score
 
 BASES = {"sd14": "synaug-sd14", "plus": "synaug-plus"}
@@ -73,8 +73,7 @@ def trained_twin(row: str) -> str | None:
 def collect(run_dir: Path) -> dict:
     """Top-1, shots, validation score and wall time (sum of the stages) of a finished run."""
     m = json.loads((run_dir / "metrics.json").read_text())
-    res = m["results"]["finetuned" if "finetuned" in m["results"] else "trained"]
-    return {"top1": 100 * res["top1"], **{b: 100 * res["shot"][b] for b in ("many", "medium", "few")},
+    return {"top1": top1(m), **{b: shot(m, b) for b in ("many", "medium", "few")},
             "val": val_score(run_dir), "minutes": sum(m["timings_s"].values()) / 60}
 
 
@@ -101,8 +100,8 @@ def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
     for n in rows:
         for ref in ("synaug-sd14", "synaug-plus"):
             d = [a - b for a, b in zip(col(n, "top1"), col(ref, "top1"))]
-            md.append(f"- `{n}` vs {FIXED[ref]}: {effect(d)} — {fmt(d)} points top-1 "
-                      f"(SE {standard_error(d):.2f}, {sum(x > 0 for x in d)}/{len(d)} seeds positive).")
+            md.append(f"- `{n}` vs {FIXED[ref]}: {effect(d)} — "
+                      f"{compare(FIXED[ref], col(ref, 'top1'), n, col(n, 'top1'), 'top-1')[1]}.")
         g = gap_closed(col(n, "top1"), ce, real)
         above = sum(a > b for a, b in zip(col(n, "top1"), col("synaug-sd14", "top1")))
         ok = mean_std(g)[0] >= GOAL and above == len(seeds)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import SynaugError
 from .config import SyntheticConfig
+from .data import epoch_order as _shuffle
 
 
 # ---------------------------------------------------------------------------- loss side
@@ -201,8 +202,6 @@ def epoch_order(images, cfg, epoch: int, epochs: int, batch_size: int, generator
                 weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """An epoch's row order over ``images`` (an ImageSet): a shuffle (or draws by ``weights``), or
     the batch-share order; over the epoch's rows only when the synthetic rows rotate."""
-    from .data import epoch_order as shuffle
-
     rows = epoch_rows(images.manifest, epoch)
     is_syn = images.synthetic.numpy() > 0
     if rows is not None:
@@ -211,7 +210,7 @@ def epoch_order(images, cfg, epoch: int, epochs: int, batch_size: int, generator
                               "re-samples all rows by its own weights (use algorithm ce)")
         is_syn = is_syn[rows]
     share = share_at(cfg, epoch, epochs)
-    order = (shuffle(len(is_syn), generator, weights) if share is None else
+    order = (_shuffle(len(is_syn), generator, weights) if share is None else
              share_order(is_syn, share, batch_size, generator))
     return order if rows is None else torch.as_tensor(rows, dtype=torch.long)[order]
 
