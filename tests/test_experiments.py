@@ -572,7 +572,7 @@ def test_demo_rows_configs_and_table(tmp_path):
             _fake_run(tmp_path / f"s{s}" / n, t0 if s == 0 else t1, 0.4 + shift)
     _fake_run(tmp_path / "s2" / "ce", 0.2, 0.4)                      # seed 2 unfinished: left out
     md = "\n".join(dr.table({s: tmp_path / f"s{s}" for s in (0, 1, 2)}, ["plus+select_rotate"]))
-    assert "Seeds 0, 1 (each row" in md
+    assert "Seeds 0, 1 (each row" in md and "Synthetic rows: Stable Diffusion 1.4 images" in md
     g = [100 * (0.52 - 0.20) / (0.60 - 0.20), 100 * (0.56 - 0.30) / (0.60 - 0.30)]   # 80.0, 86.7
     row = next(x for x in md.splitlines() if x.startswith("| plus+select_rotate"))
     assert f"| {np.mean(g):.1f} ± {np.std(g, ddof=1):.1f} |" in row

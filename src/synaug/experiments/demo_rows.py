@@ -86,7 +86,9 @@ def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
         return ["(no seed has every row finished)"]
     col = lambda n, k: [got[n][s][k] for s in seeds]  # noqa: E731
     ce, real = col("ce", "top1"), col("synaug-pool", "top1")
-    md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them).", "",
+    md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them). Synthetic rows: Stable Diffusion 1.4 "
+          "images of the CIFAR-10 classes (CIFAKE, the demo's pool); the reference row: held-out real CIFAR-10 "
+          "training images.", "",
           "| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
           "top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
