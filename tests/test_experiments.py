@@ -562,7 +562,19 @@ def test_demo_rows_configs_and_table(tmp_path):
     assert not (tmp_path / "nothing").exists()                        # refused before writing anything
     assert dr.trained_twin("sd14+share_schedule+ft_blocks") == "sd14+share_schedule"
     assert dr.trained_twin("sd14+ft_blocks") == "synaug-sd14" and dr.trained_twin("sd14+share_schedule") is None
-    assert dr.trained_twin("plus+ft_blocks") is None                  # the preset fine-tunes the block already
+    assert dr.trained_twin("plus+ft_stage") == "synaug-plus"           # the preset's training, another step 3
+    assert dr.trained_twin("sd14+ft_blocks2+select_rotate") == "sd14+select_rotate"
+    for n in ("sd14+share_schedule+ft_blocks+select_rotate", "sd14+share_schedule+loss_weight", "notes"):
+        (tmp_path / "d" / n / "stages").mkdir(parents=True)
+    (tmp_path / "d" / "sd14+share_schedule+ft_blocks+select_rotate" / "stages" / "train.json").write_text("{}")
+    (tmp_path / "d" / "sd14+share_schedule+loss_weight" / "stages" / "train.json").write_text("{}")
+    # no twin folder: a sibling that differs only in step-3 options has the same training
+    assert dr.training_source("sd14+select_rotate+share_schedule+ft_stage", tmp_path / "d") == \
+        tmp_path / "d" / "sd14+share_schedule+ft_blocks+select_rotate"
+    assert dr.training_source("sd14+share_schedule+ft_stage", tmp_path / "d") is None        # other training
+    assert dr.training_source("sd14+share_schedule+select_rotate", tmp_path / "d") is None   # no step-3 option
+    stage = dr.row_config("plus+ft_stage", 0)
+    assert stage["finetune"]["train_blocks"] == 5 and stage["train"] == variants(22, False, 0)["synaug-plus"]["train"]
     twin, row = dr.row_config("sd14+share_schedule", 0), dr.row_config("sd14+share_schedule+ft_blocks", 0)
     assert twin["train"] == row["train"] and twin["generate"] == row["generate"] and twin["data"] == row["data"]
     top = {"ce": (0.20, 0.30), "synaug-sd14": (0.40, 0.44), "synaug-plus": (0.42, 0.45),
@@ -597,8 +609,9 @@ def test_gap_rules_are_computed_from_the_numbers():
     assert gap.choose_combo({"smoothing": [1.0]}, [2.0]) == []
     assert gap.val_standard_error(43.0, 200) == pytest.approx(100 * (0.43 * 0.57 / 200) ** 0.5)  # 3.5 points
     # a row missing a seed (still pending) is paired with the fixed rows by seed, not by position
-    mk = lambda n, vals: [{"seed": s_, "top1": v, "many": v, "medium": v, "few": v, "val": v, "seconds": 60.0, "n_val": 200}  # noqa: E731
-                          for s_, v in vals]
+    # the rule reads the recipe-validation score ("rval"), not the runs' own 200-image split ("val")
+    mk = lambda n, vals: [{"seed": s_, "top1": v, "many": v, "medium": v, "few": v, "val": 100 - v, "rval": v,  # noqa: E731
+                           "seconds": 60.0, "n_val": 200, "n_rval": 2000} for s_, v in vals]
     rows = {gap.row("ce"): mk("ce", [(0, 20.0), (1, 22.0), (2, 24.0)]),
             gap.row("paper"): mk("p", [(0, 40.0), (1, 41.0), (2, 42.0)]),
             gap.row("real"): mk("r", [(0, 60.0), (1, 62.0), (2, 64.0)]),
@@ -613,16 +626,19 @@ def test_gap_rules_are_computed_from_the_numbers():
     rows["gap_preset"] = mk("pr", [(0, 44.0), (1, 44.0), (2, 44.0)])
     rows["gap_combo"] = mk("co", [(0, 45.0), (1, 43.0), (2, 44.0)])
     assert gap.recipe(rows, {}) == "preset" and gap.recipe(rows, {"preset": [0]}) is None
-    rows["gap_combo"][1]["val"] = 43.5
+    rows["gap_combo"][1]["val"] = 99.0
+    assert gap.recipe(rows, {}) == "preset"                       # the small split decides nothing
+    rows["gap_combo"][1]["rval"] = 43.5
     assert gap.recipe(rows, {}) == "combo"
     rows["gap_loss_weight"] = mk("lw", [(0, 41.0), (1, 42.0), (2, 45.0)])
     text = "\n".join(gap._table(rows, ["loss_weight"], ["loss_weight", "batch_share"], {})
                      + gap._verdicts(rows, ["loss_weight"], ["loss_weight", "batch_share"], {}, 3))
     assert "| **combo: the options the rule chose on validation** (the recipe) | 44.00 ± 1.00 |" in text
     assert "| shipped `synaug-plus` preset (batch_share, ft_blocks) | 44.00 ± 0.00 |" in text
-    assert "**replaced** — validation 44.00 ± 0.00 (preset) vs 44.17 ± 0.76" in text
+    assert "**replaced** — recipe validation 44.00 ± 0.00 (preset) vs 44.17 ± 0.76" in text
+    assert "the recipe-validation set has 2000 images" in text
     assert "**NOT met** — the rule's combination is 20.0 points of gap closure short" in text
-    rows["gap_combo"][1]["val"] = 43.0
+    rows["gap_combo"][1]["rval"] = 43.0
     text = "\n".join(gap._verdicts(rows, ["loss_weight"], ["loss_weight", "batch_share"], {}, 3))
     assert "**stays**" in text and "the preset is 20.0 points" in text
     assert gap.effect([1.0, 2.0, 0.5]) == "helps in every seed"
@@ -684,7 +700,7 @@ def test_gap_experiment_tiny(tmp_path, monkeypatch):
                   "keep the middle of the round-1 model's confidence", "last block"):
         assert label in text, label
     assert re.search(r"Chosen: .*\.", text) and re.search(r"Goal .*\*\*(met|NOT met)\*\*", text)
-    assert re.search(r"Validation noise: the validation split has \d+ images, .* ≈ \d+\.\d points; \d of the 2 ", text)
+    assert re.search(r"Validation noise: the recipe-validation set has 2000 images, .* ≈ \d+\.\d points; \d of the 2 ", text)
     row = runner.dir / "gap_select_uncertain"
     sel = Manifest.read(row / "select" / "synthetic.parquet")
     assert set(sel.df["selector"]) == {"confidence:middle x2 (round1 scorer)"}

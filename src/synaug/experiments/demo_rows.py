@@ -10,6 +10,10 @@ with ``amp: auto``: fp32 on a CPU without bf16 units), and a row ``plus+select_r
 ``synaug-plus`` config with that option's overrides, in ``runs/demo-sS/plus+select_rotate``. Same
 long-tailed draw, training seed and image draw as the demo's rows of that seed: differences are paired.
 
+Every run is also scored on its seed's recipe-validation set (:mod:`synaug.experiments.recipe_val`:
+2,000 held-out real images, the same for every row of a seed), and the table names the row that
+set prefers among the paper recipe, the preset and the new rows: the choice is made there, never on test.
+
 Driver: ``benchmarks/demo_rows.py``.
 """
 from __future__ import annotations
@@ -19,8 +23,9 @@ import json
 from pathlib import Path
 
 from ..errors import SynaugError
+from . import recipe_val
 from .common import compare, fmt, mean_std, shot, top1
-from .gap import GOAL, OPTIONS, effect, gap_closed, overlay, val_score
+from .gap import FINETUNE_ONLY, GOAL, OPTIONS, effect, gap_closed, overlay, val_score
 
 BASES = {"sd14": "synaug-sd14", "plus": "synaug-plus"}
 FIXED = {"ce": "CE (long-tailed real data)", "synaug-sd14": "paper recipe, SD 1.4 images",
@@ -54,27 +59,69 @@ def run_row(row: str, seed: int, demo_dir: Path) -> dict:
 
     if not (demo_dir / "synaug-sd14" / "metrics.json").is_file():
         raise SynaugError(f"{demo_dir}: no finished demo here (run: synaug demo --seed {seed} --out {demo_dir})")
-    src = trained_twin(row)
+    src = training_source(row, demo_dir)
     if src is not None:   # only step 3 differs: its training is that row's (the stage keys re-check it)
-        seed_from(demo_dir / src, demo_dir / row)
+        seed_from(src, demo_dir / row)
     return run(load_run_config(None, base=row_config(row, seed)), demo_dir / row)
 
 
 def trained_twin(row: str) -> str | None:
-    """The row whose training ``row`` shares: ``X+ft_blocks`` trains as ``X`` (``ft_blocks`` only
-    changes step 3); None for any other row."""
+    """The row whose training ``row`` shares: ``X+ft_blocks`` trains as ``X`` (an option of
+    :data:`~synaug.experiments.gap.FINETUNE_ONLY` only changes step 3); None for a row without one."""
     base, opts = parse(row)
-    if "ft_blocks" not in opts or base == "synaug-plus":
+    rest = [o for o in opts if o not in FINETUNE_ONLY]
+    if len(rest) == len(opts):
         return None
-    rest = [o for o in opts if o != "ft_blocks"]
     return "+".join([row.split("+")[0], *rest]) if rest else base
 
 
+def training_source(row: str, demo_dir: Path) -> Path | None:
+    """A trained run in ``demo_dir`` whose training ``row`` shares: its :func:`trained_twin`, else a
+    sibling row that differs from ``row`` only in step-3 options (``X+ft_blocks`` for ``X+ft_stage``)."""
+    twin = trained_twin(row)
+    if twin is None:
+        return None
+    base, opts = parse(row)
+    same = lambda o: sorted(x for x in o if x not in FINETUNE_ONLY)  # noqa: E731
+    names = [twin] + sorted(d.name for d in demo_dir.iterdir() if d.is_dir() and "+" in d.name and d.name != row)
+    for n in names:
+        try:
+            ok = n == twin or (parse(n)[0] == base and same(parse(n)[1]) == same(opts))
+        except ValueError:   # a folder that is not a row
+            continue
+        if ok and (demo_dir / n / "stages" / "train.json").is_file():
+            return demo_dir / n
+    return None
+
+
 def collect(run_dir: Path) -> dict:
-    """Top-1, shots, validation score and wall time (sum of the stages) of a finished run."""
+    """Top-1, shots, validation score, recipe-validation score (NaN for a run that trained on its
+    images or has no held-out pool) and wall time (sum of the stages) of a finished run."""
     m = json.loads((run_dir / "metrics.json").read_text())
+    rv = recipe_val.score(run_dir) if (run_dir / "data" / "heldout.parquet").is_file() else {}
     return {"top1": top1(m), **{b: shot(m, b) for b in ("many", "medium", "few")},
-            "val": val_score(run_dir), "minutes": sum(m["timings_s"].values()) / 60}
+            "val": val_score(run_dir), "rval": rv.get("mean_class", float("nan")), "rval_set": rv.get("set"),
+            "minutes": sum(m["timings_s"].values()) / 60}
+
+
+def check_paired(got: dict, seeds: list[int]) -> None:
+    """Every row of a seed was scored on the same recipe-validation images (else the ranking compares
+    different sets: an error, not a table)."""
+    for s in seeds:
+        sets = {g[s]["rval_set"] for g in got.values() if s in g and g[s]["rval_set"]}
+        if len(sets) > 1:
+            raise SynaugError(f"seed {s}: the rows' recipe-validation sets differ ({', '.join(sorted(sets))}); "
+                              "their held-out pools or seeds are not the same")
+
+
+def choice(got: dict, seeds: list[int], rows: list[str]) -> str | None:
+    """The row with the highest mean recipe-validation score among the paper recipe, the preset and
+    ``rows`` (None when any of them has no score)."""
+    cands = ["synaug-sd14", "synaug-plus", *rows]
+    means = {n: mean_std([got[n][s]["rval"] for s in seeds])[0] for n in cands}
+    if any(v != v for v in means.values()):   # NaN: a row with no score at any seed
+        return None
+    return max(cands, key=lambda n: means[n])
 
 
 def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
@@ -84,21 +131,23 @@ def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
     seeds = sorted(s for s in demo_dirs if all(s in got[n] for n in names))
     if not seeds:
         return ["(no seed has every row finished)"]
+    check_paired(got, seeds)
     col = lambda n, k: [got[n][s][k] for s in seeds]  # noqa: E731
     ce, real = col("ce", "top1"), col("synaug-pool", "top1")
     md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them). Synthetic rows: Stable Diffusion 1.4 "
           "images of the CIFAR-10 classes (CIFAKE, the demo's pool); the reference row: held-out real CIFAR-10 "
           "training images.", "",
-          "| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
-          "top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "| row | top-1 (%) | many | medium | few | val. mean-class (%) | recipe val. (%) | wall time (min) | "
+          "gap closed (%) | top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         t = col(n, "top1")
         diffs = [_diff(t, col(ref, "top1")) if n not in (ref, "ce", "synaug-pool") else ""
                  for ref in ("synaug-sd14", "synaug-plus")]
         gap = "–" if n == "ce" else fmt(gap_closed(t, ce, real), 1)
         md.append(f"| {FIXED.get(n, n)} | {fmt(t)} | " + " | ".join(fmt(col(n, b)) for b in ("many", "medium", "few"))
-                  + f" | {fmt(col(n, 'val'))} | {fmt(col(n, 'minutes'), 1)} | {gap} | {diffs[0]} | {diffs[1]} |")
-    md.append("")
+                  + f" | {fmt(col(n, 'val'))} | {fmt(col(n, 'rval'))} | {fmt(col(n, 'minutes'), 1)} | {gap} | "
+                  f"{diffs[0]} | {diffs[1]} |")
+    md += ["", *_choice_lines(got, seeds, rows, ce, real)]
     for n in rows:
         for ref in ("synaug-sd14", "synaug-plus"):
             d = [a - b for a, b in zip(col(n, "top1"), col(ref, "top1"))]
@@ -113,9 +162,21 @@ def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
     return md
 
 
+def _choice_lines(got, seeds, rows, ce, real) -> list[str]:
+    pick = choice(got, seeds, rows)
+    head = (f"- Recipe validation ({recipe_val.PER_CLASS} held-out real images per class per seed, the same for "
+            "every row of a seed; the held-out-real reference trained on that pool: no score): ")
+    if pick is None:
+        return [head + "a candidate row has no score, no choice made."]
+    t = [got[pick][s]["top1"] for s in seeds]
+    return [head + f"prefers **{FIXED.get(pick, pick)}** ({fmt([got[pick][s]['rval'] for s in seeds])} %); "
+            f"on test it closes {fmt(gap_closed(t, ce, real), 1)} % of the gap ({fmt(t)} top-1)."]
+
+
 def _diff(a: list[float], b: list[float]) -> str:
     d = [x - y for x, y in zip(a, b)]
     return f"{fmt(d)} ({sum(x > 0 for x in d)}/{len(d)})"
 
 
-__all__ = ["parse", "row_config", "run_row", "trained_twin", "collect", "table"]
+__all__ = ["parse", "row_config", "run_row", "trained_twin", "training_source", "collect", "check_paired", "choice",
+           "table"]

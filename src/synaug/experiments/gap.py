@@ -8,7 +8,8 @@ end) — the precision experiment's ``demo-*-fp32`` runs, shared by name (run on
 Every option :func:`options` lists for the scale is one more run per seed: the paper recipe plus
 that option (validation decides; the test split decides nothing). The ``combo`` row combines the
 options whose mean validation score over the seeds (the final model's mean-class accuracy on the
-validation split) beats the paper recipe's; where two such options set the same thing (two
+seed's recipe-validation set, :mod:`synaug.experiments.recipe_val`: 2,000 held-out real images, ten
+times the runs' own validation split, which only picks each run's epoch) beats the paper recipe's; where two such options set the same thing (two
 selectors, two batch shares) the one with the better mean validation score is taken
 (:func:`choose_combo`). The shipped ``synaug-plus`` preset (:data:`synaug.demo.PLUS`,
 ``configs/synaug-plus-cpu.yaml``) is a combination too: when the rule chooses another one, both run
@@ -80,11 +81,20 @@ OPTIONS = {
     "separate_bn": ("separate_bn", "separate batch-norm statistics for synthetic rows", _syn(separate_bn=True)),
     "color_match": ("color_match", "synthetic colour statistics matched to the real class", _syn(color_match="class")),
     "ft_blocks": ("ft_blocks", "step 3 also fine-tunes the last block", {"finetune": {"train_blocks": 1}}),
+    "ft_blocks2": ("ft_blocks", "step 3 also fine-tunes the last two blocks", {"finetune": {"train_blocks": 2}}),
+    "ft_stage": ("ft_blocks", "step 3 also fine-tunes the last stage (5 blocks of ResNet-32)",
+                 {"finetune": {"train_blocks": 5}}),
 }
+#: options that change step 3 only: their rows share the training of the row without them
+FINETUNE_ONLY = tuple(n for n, (_, _, over) in OPTIONS.items() if set(over) == {"finetune"})
 #: the option rows the tiny (CI) scale runs: the selection pipeline and a last-layer variant (the
 #: training options are each tested on tiny data in tests/test_train_synthetic.py)
 TINY_OPTIONS = ("select_uncertain", "ft_blocks")
-REUSE = {PREFIX + "ft_blocks": REF_RUN["paper"]}   # only the last-layer step differs
+REUSE = {PREFIX + n: REF_RUN["paper"] for n in FINETUNE_ONLY}   # only the last-layer step differs
+#: what the combination rule and the preset decision read: the recipe-validation score
+#: (:mod:`synaug.experiments.recipe_val`, 2,000 held-out real images per seed), not the runs' own
+#: 200-image validation split (it picks each run's epoch; too noisy to rank recipes)
+RULE = "rval"
 
 
 def row(key: str) -> str:
@@ -94,7 +104,7 @@ def row(key: str) -> str:
 
 #: the options the small scale runs, in the order they run (cheap and likely ones first;
 #: separate_bn trains at ~0.4x the speed): all of :data:`OPTIONS`
-SMALL_OPTIONS = ("ft_blocks", "loss_weight", "smoothing", "batch_share", "select_uncertain", "select_typical",
+SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "loss_weight", "smoothing", "batch_share", "select_uncertain", "select_typical",
                  "select_diverse", "select_typical_diverse", "share_schedule", "color_match", "separate_bn",
                  "select_rotate")
 assert sorted(SMALL_OPTIONS) == sorted(OPTIONS)
@@ -158,6 +168,15 @@ def val_score(run_dir: Path) -> float:
     return round(100.0 * v, 6)  # float noise (0.43 vs 0.43000000000000005) must not break a tie
 
 
+def _recipe_val(run_dir: Path) -> dict:
+    """The run's recipe-validation score (NaN for a run that trained on the set's images: the
+    held-out-real reference) and the set's size."""
+    from . import recipe_val
+
+    r = recipe_val.score(run_dir)
+    return {RULE: r.get("mean_class", float("nan")), "n_rval": r["n"]}
+
+
 def prefill_scorer(runner, name: str) -> None:
     """Round 1 of a selection row whose ``train`` section is the paper recipe's is the paper row's
     training: copy it into the row's ``scorer/train`` (the scorer stage then resumes it as
@@ -179,6 +198,7 @@ def collect(runner, name: str) -> dict:
     d = runner.dir / name
     return {"seed": runner.seed, "top1": top1(s), **{b: shot(s, b) for b in ("many", "medium", "few")},
             "val": val_score(d), "n_val": json.loads((d / "train" / "summary.json").read_text())["num_val"],
+            **_recipe_val(d),
             "seconds": runner.seconds(name)}
 
 
@@ -234,8 +254,8 @@ def analyse(runners, ctx: Context) -> tuple[list[str], float]:
         rows[PREFIX + o], miss = collect_seeds(runners, PREFIX + o)
         if miss:
             pending[o] = miss
-    paper_val = [x["val"] for x in rows[row("paper")]]
-    chosen = choose_combo({o: [x["val"] for x in rows[PREFIX + o]] for o in opts if o not in pending}, paper_val)
+    paper_val = [x[RULE] for x in rows[row("paper")]]
+    chosen = choose_combo({o: [x[RULE] for x in rows[PREFIX + o]] for o in opts if o not in pending}, paper_val)
     rows[PREFIX + "combo"], miss = _combo_rows(runners, ctx.scale, chosen, rows)
     if miss:
         pending["combo"] = miss
@@ -268,7 +288,7 @@ def recipe(rows: dict, pending: dict) -> str | None:
         return None
     if PREFIX + "preset" not in rows:
         return "combo"
-    v = {k: mean_std([x["val"] for x in rows[PREFIX + k]])[0] for k in ("combo", "preset")}
+    v = {k: mean_std([x[RULE] for x in rows[PREFIX + k]])[0] for k in ("combo", "preset")}
     return "combo" if v["combo"] > v["preset"] else "preset"
 
 
@@ -313,15 +333,15 @@ def _label(n: str, pick: str | None = None) -> str:
 
 
 def _table(rows, opts, chosen, pending) -> list[str]:
-    md = ["| row | top-1 (%) | many | medium | few | val. mean-class (%) | wall time (min) | gap closed (%) | "
-          "top-1 − paper (seeds positive) |", "|---|---|---|---|---|---|---|---|---|"]
+    md = ["| row | top-1 (%) | many | medium | few | val. mean-class (%) | recipe val. (%) | wall time (min) | "
+          "gap closed (%) | top-1 − paper (seeds positive) |", "|---|---|---|---|---|---|---|---|---|---|"]
     order = [row(k) for k in REF] + [PREFIX + o for o in opts] + [PREFIX + "combo"]
     order += [PREFIX + "preset"] if PREFIX + "preset" in rows else []
     fixed = [row(k) for k in REF]
     pick = recipe(rows, pending)
     for n in order:
         if not rows[n]:
-            md.append(f"| {_label(n, pick)} (pending: no seed finished) |" + " |" * 8)
+            md.append(f"| {_label(n, pick)} (pending: no seed finished) |" + " |" * 9)
             continue
         t, paper, ce, real = _paired(rows, n)
         d = [b - a for a, b in zip(paper, t)]
@@ -331,10 +351,12 @@ def _table(rows, opts, chosen, pending) -> list[str]:
         note = f" (pending: seed {', '.join(map(str, miss))})" if miss else ""
         md.append(f"| {_label(n, pick)}{note} | {fmt(t)} | " + " | ".join(fmt([x[b] for x in rows[n]]) for b in
                                                                     ("many", "medium", "few"))
-                  + f" | {fmt([x['val'] for x in rows[n]])} | {fmt([x['seconds'] / 60 for x in rows[n]], 1)} | "
+                  + f" | {fmt([x['val'] for x in rows[n]])} | {fmt([x[RULE] for x in rows[n]])} | "
+                    f"{fmt([x['seconds'] / 60 for x in rows[n]], 1)} | "
                     f"{gap} | {diff} |")
-    md += ["", f"Combination rule (validation only): the options whose mean validation mean-class accuracy over "
-               f"the seeds beats the paper recipe's, the best of each kind. Chosen: "
+    md += ["", f"Combination rule (validation only): the options whose mean recipe-validation accuracy over the "
+               f"seeds (2,000 held-out real images per seed, the same for every row; the runs' own 200-image "
+               f"validation split only picks their epoch) beats the paper recipe's, the best of each kind. Chosen: "
                f"{', '.join(chosen) if chosen else 'none'}"
                + ("" if len(chosen) > 1 else " — the combo row is " + (f"the `{chosen[0]}` row" if chosen else
                                                                          "the paper recipe itself")) + "."]
@@ -387,12 +409,12 @@ def val_standard_error(acc_pct: float, n: int) -> float:
 
 def _val_noise_line(rows, done: list[str]) -> str:
     """How much one validation score can be trusted next to the differences the rule acts on."""
-    n = rows[row("paper")][0]["n_val"]
-    se = val_standard_error(mean_std([x["val"] for x in rows[row("paper")]])[0], n)
-    pv = _by_seed(rows, row("paper"), "val")
-    diffs = {o: mean_std([v - pv[s] for s, v in _by_seed(rows, PREFIX + o, "val").items()])[0] for o in done}
+    n = rows[row("paper")][0]["n_rval"]
+    se = val_standard_error(mean_std([x[RULE] for x in rows[row("paper")]])[0], n)
+    pv = _by_seed(rows, row("paper"), RULE)
+    diffs = {o: mean_std([v - pv[s] for s, v in _by_seed(rows, PREFIX + o, RULE).items()])[0] for o in done}
     small = sum(abs(d) < se for d in diffs.values())
-    return (f"- Validation noise: the validation split has {n} images, so one run's validation accuracy carries a "
+    return (f"- Validation noise: the recipe-validation set has {n} images, so one run's accuracy on it carries a "
             f"binomial standard error of ≈ {se:.1f} points; {small} of the {len(diffs)} finished options' mean "
             f"validation differences from the paper recipe are smaller than that (the rule still decides, but a "
             f"choice between options this close is weakly supported).")
@@ -427,8 +449,8 @@ def _preset_line(rows, chosen: list[str], pick: str | None) -> str:
         return head + f"**differs** from the chosen combination ({', '.join(chosen) or 'none'}): update synaug.demo.PLUS."
     if pick is None:
         return head + "differs from the chosen combination; which one is the recipe waits for their runs."
-    v = {k: fmt([x["val"] for x in rows[PREFIX + k]]) for k in ("combo", "preset")}
-    vs = f"validation {v['preset']} (preset) vs {v['combo']} (the rule's combination: {', '.join(chosen)})"
+    v = {k: fmt([x[RULE] for x in rows[PREFIX + k]]) for k in ("combo", "preset")}
+    vs = f"recipe validation {v['preset']} (preset) vs {v['combo']} (the rule's combination: {', '.join(chosen)})"
     if pick == "preset":
         return head + f"**stays** — {vs}: the new combination does not beat it on validation."
     return head + f"**replaced** — {vs}: update synaug.demo.PLUS to the rule's combination."
