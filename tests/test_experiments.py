@@ -547,12 +547,16 @@ def test_demo_rows_configs_and_table(tmp_path):
     from synaug.demo import variants
     from synaug.experiments import demo_rows as dr
 
-    cfg = dr.row_config("plus+select_rotate", 1)
-    want = variants(22, False, 1)["synaug-plus"]
+    cfg = dr.row_config("sd14+select_rotate", 1)
+    want = variants(22, False, 1)["synaug-sd14"]
     assert cfg["generate"]["select"] == {"selector": "rotate", "candidates": 10}
     assert {k: v for k, v in cfg["generate"].items() if k != "select"} == want["generate"]
     assert cfg["train"] == want["train"] and cfg["seed"] == 1 and cfg["finetune"] == want["finetune"]
     assert load_run_config(None, base=cfg).generate.select.selector == "rotate"
+    lw = dr.row_config("plus+loss_weight", 1)
+    plus = variants(22, False, 1)["synaug-plus"]
+    assert lw["train"]["synthetic"] == {**plus["train"]["synthetic"], "loss_weight": 0.5}
+    assert lw["generate"] == plus["generate"] and lw["finetune"] == plus["finetune"]
     with pytest.raises(ValueError, match="BASE one of sd14, plus"):
         dr.parse("paper+select_rotate")
     with pytest.raises(ValueError, match="OPTION one of"):
@@ -634,7 +638,7 @@ def test_gap_rules_are_computed_from_the_numbers():
     text = "\n".join(gap._table(rows, ["loss_weight"], ["loss_weight", "batch_share"], {})
                      + gap._verdicts(rows, ["loss_weight"], ["loss_weight", "batch_share"], {}, 3))
     assert "| **combo: the options the rule chose on validation** (the recipe) | 44.00 ± 1.00 |" in text
-    assert "| shipped `synaug-plus` preset (batch_share, ft_blocks) | 44.00 ± 0.00 |" in text
+    assert "| shipped `synaug-plus` preset (select_rotate, share_schedule, ft_blocks2) | 44.00 ± 0.00 |" in text
     assert "**replaced** — recipe validation 44.00 ± 0.00 (preset) vs 44.17 ± 0.76" in text
     assert "the recipe-validation set has 2000 images" in text
     assert "**NOT met** — the rule's combination is 20.0 points of gap closure short" in text
@@ -768,3 +772,22 @@ def test_table1_budget_verdict_needs_more_than_noise():
     assert "**holds here**" in still[0] and "does NOT hold" in still[1]
     # no harm at the short budget: no budget-effect line
     assert len(table1.budget_lines(20, 50, rows([1.0, 2.0], [3.0, 4.0]), rows([1.0, 2.0], [3.0, 4.0]))) == 1
+
+
+def test_seed_from_copies_every_stage_up_to_training(tmp_path):
+    """A row that differs only in step 3 starts from its twin's data, selection and training (their
+    stage records included, so they are re-checked, not re-run), never from its twin's step 3."""
+    from synaug.experiments.common import seed_from
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for sub in ("data", "synthetic/candidates", "select", "train", "eval/train", "finetune", "eval/finetune"):
+        (src / sub).mkdir(parents=True)
+        (src / sub / "x.json").write_text(sub)
+    (src / "stages").mkdir()
+    for st in ("data", "plan", "candidates", "select", "train", "eval-train", "finetune", "eval-finetune"):
+        (src / "stages" / f"{st}.json").write_text(json.dumps({"key": st}))
+    seed_from(src, dst)
+    assert sorted(p.stem for p in (dst / "stages").glob("*.json")) == [
+        "candidates", "data", "eval-train", "plan", "select", "train"]
+    assert (dst / "select" / "x.json").read_text() == "select" and (dst / "synthetic/candidates/x.json").is_file()
+    assert not (dst / "finetune").exists() and not (dst / "eval" / "finetune").exists()

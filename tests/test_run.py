@@ -92,6 +92,10 @@ def test_rerun_is_cached_and_identical(tiny_run):
         assert f"[{stage}] up to date, skipped" in r.stdout
     after = json.loads((out / "metrics.json").read_text())
     assert after["results"] == before["results"]
+    # a cached re-run still reports what each stage cost when it ran, and that it ran nothing itself
+    assert set(before["timings_s"]) >= {"data", "plan", "generate", "train", "finetune", "eval-finetune"}
+    assert after["timings_s"] == before["timings_s"] and before["ran_s"] == before["timings_s"]
+    assert after["ran_s"] == {} and "this invocation ran none (all cached)" in (out / "report.md").read_text()
 
 
 def test_changed_stage_config_reruns_only_downstream(tiny_run, tmp_path):
@@ -141,11 +145,14 @@ def test_demo_quick(tmp_path):
                     "synaug-plus": ["Stable Diffusion 1.4 (CIFAKE)"], "synaug-pool": ["pool:heldout-real"]}
     syn = Manifest.read(tmp_path / "demo" / "synaug-sd14" / "synthetic" / "synthetic.parquet")
     assert syn.df["source_file"].str.startswith("sd14/").all()
-    # the preset row: the same SD 1.4 images, trained and fine-tuned with the preset's options
-    plus = Manifest.read(tmp_path / "demo" / "synaug-plus" / "synthetic" / "synthetic.parquet")
-    assert plus.df["source_file"].tolist() == syn.df["source_file"].tolist()
+    # the preset row: 10 x the SD 1.4 images in rounds, its first round the main row's images
+    plus = Manifest.read(tmp_path / "demo" / "synaug-plus" / "data" / "train.parquet").df
+    plus = plus[plus["source"] == "synthetic"]
+    assert len(plus) == 10 * len(syn) and sorted(set(plus["select_round"])) == list(range(10))
+    assert sorted(plus.loc[plus["select_round"] == 0, "source_file"]) == sorted(syn.df["source_file"])
     cfg = yaml.safe_load((tmp_path / "demo" / "synaug-plus" / "config.yaml").read_text())
-    assert cfg["train"]["synthetic"]["batch_share"] == 0.5 and cfg["finetune"]["train_blocks"] == 1
+    assert cfg["train"]["synthetic"]["batch_share"] == 0.9 and cfg["train"]["synthetic"]["batch_share_end"] == 0.25
+    assert cfg["finetune"]["train_blocks"] == 2 and cfg["generate"]["select"]["selector"] == "rotate"
     assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
     cmp = (tmp_path / "demo" / "comparison.md").read_text()
     assert "Stable Diffusion 1.4" in cmp and "held-out real CIFAR-10" in cmp

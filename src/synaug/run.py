@@ -311,7 +311,8 @@ class _Pipeline:
                    "train_counts_after": _epoch_counts(train_m),
                    "synthetic": int((train_m.df["source"] == "synthetic").sum()),
                    "generator": _generator_label(self.cfg, train_m), "generators": gens,
-                   "random_weights": any(random_weights(g) for g in gens), "timings_s": self.st.timings}
+                   "random_weights": any(random_weights(g) for g in gens), "timings_s": self.st.seconds(),
+                   "ran_s": self.st.timings}
         write_json_atomic(self.run_dir / "metrics.json", summary)
         build_report(self.run_dir)
         return summary

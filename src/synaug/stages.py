@@ -32,6 +32,7 @@ class Stages:
             self.create()
         self.log = log
         self.timings: dict[str, float] = {}  # seconds of the stages that ran in this invocation
+        self.visited: list[str] = []         # every stage this invocation asked for, run or skipped
 
     def create(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,7 @@ class Stages:
     def run(self, name: str, key: str, outputs: list[Path], fn: Callable[[], Any], note: str = "") -> bool:
         """Run ``fn`` unless cached; returns True when it ran. ``note`` is added to the log line."""
         reason = self.why(name, key, outputs)
+        self.visited.append(name)
         if reason is None:
             self.log(f"[{name}] up to date, skipped")
             return False
@@ -65,5 +67,23 @@ class Stages:
         t0 = time.perf_counter()
         fn()
         self.timings[name] = round(time.perf_counter() - t0, 2)
-        write_json_atomic(self.dir / f"{name}.json", {"key": key, "outputs": [str(p) for p in outputs]})
+        write_json_atomic(self.dir / f"{name}.json",
+                          {"key": key, "outputs": [str(p) for p in outputs], "seconds": self.timings[name]})
         return True
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds each stage of this invocation took when it last ran, skipped ones included (their
+        record keeps the time), so a cached re-run reports what the result cost, not ~0. Stages
+        recorded before the record kept a time are left out."""
+        out = {}
+        for name in self.visited:
+            if name in self.timings:
+                out[name] = self.timings[name]
+                continue
+            try:
+                sec = json.loads((self.dir / f"{name}.json").read_text()).get("seconds")
+            except (OSError, json.JSONDecodeError):
+                sec = None
+            if sec is not None:
+                out[name] = sec
+        return out

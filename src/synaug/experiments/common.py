@@ -154,15 +154,15 @@ def seed_from(src: Path, dst: Path) -> None:
     if (dst / "stages" / "train.json").is_file() or not (src / "stages" / "train.json").is_file():
         return
     dst.mkdir(parents=True, exist_ok=True)
-    for sub in ("data", "synthetic", "train", "eval/train"):
+    for sub in ("data", "synthetic", "scorer", "select", "train", "eval/train"):
         if (src / sub).is_dir():
             shutil.copytree(src / sub, dst / sub, dirs_exist_ok=True)
     if (src / "plan.json").is_file():
         shutil.copy2(src / "plan.json", dst / "plan.json")
     (dst / "stages").mkdir(exist_ok=True)
-    for st in ("data", "plan", "generate", "train", "eval-train"):
-        if (src / "stages" / f"{st}.json").is_file():
-            shutil.copy2(src / "stages" / f"{st}.json", dst / "stages" / f"{st}.json")
+    for rec in (src / "stages").glob("*.json"):   # every stage up to training (selection's included)
+        if rec.stem not in ("finetune", "eval-finetune"):
+            shutil.copy2(rec, dst / "stages" / rec.name)
 
 
 def cached_json(path: Path, want: dict, compute: Callable[[], dict]) -> dict:

@@ -26,7 +26,7 @@ Selection rows use the round-1 scorer: the paper recipe's own model (round 1 of 
 loop trains exactly the paper recipe on the first-needed candidates, which are the paper row's
 images), so its trained model is copied into their ``scorer/train`` folder and resumed as
 finished; their wall time leaves that training out (a user running the loop alone pays it once).
-Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 12
+Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 14
 options, 3 fixed rows and the combination at every seed, ~8-12 min per run on 2 cores: ~7 h from
 nothing).
 """

@@ -273,7 +273,9 @@ def _intro(run_dir: Path, summary: dict, cfg: dict, real: Manifest) -> list[str]
              f"after uniformization: {named_counts(real.classes, summary['train_counts_after'])}.",
              "Many/medium/few buckets use the real training counts before uniformization "
              "(>100 / 20-100 / <20). The test split was used only for this evaluation.",
-             f"Stage wall times (this invocation): {timing or 'all stages cached'}."]
+             f"Stage wall times (when each stage last ran): {timing or 'not recorded'}"
+             + (f"; this invocation ran {', '.join(summary['ran_s'])}." if summary.get("ran_s") else
+                "; this invocation ran none (all cached).")]
     return intro + _how_trained(run_dir / "train" / "summary.json")
 
 
