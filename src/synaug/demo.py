@@ -7,8 +7,9 @@ CIFAR-10-LT (IF 100, 400 images in the head class) built from the real CIFAR-10 
 * ``synaug-sd14`` (the main row): SYNAuG whose synthetic images are real Stable Diffusion 1.4
   outputs for the CIFAR-10 classes (CIFAKE, ``../shared/data/cifake/sd14.tar``): uniformize,
   Mixup, fine-tune the last layer on balanced real images;
-* ``synaug-plus``: the same plus the options the gap experiment chose on validation
-  (:data:`PLUS`; ``docs/synthetic.md``, ``configs/synaug-plus-cpu.yaml``);
+* ``synaug-plus``: the same plus the preset chosen on recipe validation (:data:`PLUS`: rotation
+  through 10 x the SD 1.4 images, a falling synthetic share, step 3 on the last two blocks;
+  ``docs/synthetic.md``, ``configs/synaug-plus-cpu.yaml``);
 * ``synaug-pool``: the same with held-out real CIFAR-10 images instead (the images the long-tail
   draw left out: the paper's web-crawled baseline of Table 5).
 
@@ -72,7 +73,7 @@ def variants(epochs: int, quick: bool, seed: int) -> dict[str, dict]:
     from .runconfig import deep_merge
 
     plus = deep_merge(copy.deepcopy(sd), copy.deepcopy(PLUS))
-    plus.update({"name": "synaug-plus", "description": f"synaug-plus: {PLUS_NOTE} (chosen on validation)"})
+    plus.update({"name": "synaug-plus", "description": f"synaug-plus: {PLUS_NOTE} (chosen on recipe validation)"})
     pool = copy.deepcopy(sd)
     pool.update({"name": "synaug-pool", "generator_note": POOL_NOTE,
                  "generate": {"backend": "pool", "resolution": 32, "pool": {"manifest": "heldout"}},
