@@ -154,5 +154,7 @@ def test_demo_quick(tmp_path):
     assert cfg["train"]["synthetic"]["batch_share"] == 0.9 and cfg["train"]["synthetic"]["batch_share_end"] == 0.25
     assert cfg["finetune"]["train_blocks"] == 2 and cfg["generate"]["select"]["selector"] == "rotate"
     assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
+    assert f"synthetic images of synaug-plus: {len(plus)} ({len(syn)} per epoch, rotating), from" in r.stdout
+    assert f"synthetic images of synaug-sd14: {len(syn)}, from" in r.stdout
     cmp = (tmp_path / "demo" / "comparison.md").read_text()
     assert "Stable Diffusion 1.4" in cmp and "held-out real CIFAR-10" in cmp
