@@ -103,6 +103,11 @@ def test_demo_rows_choose_on_recipe_validation_and_check_pairing():
     got["sd14+x"][1]["rval_set"] = "b"
     with pytest.raises(SynaugError, match="seed 1: the rows' recipe-validation sets differ"):
         dr.check_paired(got, [0, 1])
+    line = dr.agreement({n: {s: {**v, "val": 50.0 - v["top1"]} for s, v in g.items()} for n, g in got.items()}, [0, 1])
+    t = [40, 42, 44, 44, 50, 50]
+    r_rv = np.corrcoef(t, [40, 41, 42, 42, 41.5, 44.0])[0, 1]
+    assert f"over the table's 6 synthetic runs (rows x seeds): recipe validation r = {r_rv:.2f}" in line
+    assert "own validation split r = -1.00" in line                     # val = 50 - top1: perfectly reversed
     got["synaug-plus"] = {s: row(44, float("nan"), None) for s in (0, 1)}
     assert dr.choice(got, [0, 1], ["sd14+x"]) is None
 
