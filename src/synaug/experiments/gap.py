@@ -26,7 +26,7 @@ Selection rows use the round-1 scorer: the paper recipe's own model (round 1 of 
 loop trains exactly the paper recipe on the first-needed candidates, which are the paper row's
 images), so its trained model is copied into their ``scorer/train`` folder and resumed as
 finished; their wall time leaves that training out (a user running the loop alone pays it once).
-Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 14
+Not run by default: ``reproduce_cpu.py --only gap`` (seeds :data:`SEEDS`; at the small scale 15
 options, 3 fixed rows and the combination at every seed, ~8-12 min per run on 2 cores: ~7 h from
 nothing).
 """
@@ -78,6 +78,8 @@ OPTIONS = {
     "batch_share": ("share", "synthetic share 0.5 in every batch", _syn(batch_share=0.5)),
     "share_schedule": ("share", "synthetic share 0.9 -> 0.25 over the epochs (synthetic first)",
                        _syn(batch_share=0.9, batch_share_end=0.25)),
+    "share_schedule_half": ("share", "synthetic share 0.9 -> 0.5 over the epochs (synthetic first, balanced end)",
+                            _syn(batch_share=0.9, batch_share_end=0.5)),
     "separate_bn": ("separate_bn", "separate batch-norm statistics for synthetic rows", _syn(separate_bn=True)),
     "color_match": ("color_match", "synthetic colour statistics matched to the real class", _syn(color_match="class")),
     "ft_blocks": ("ft_blocks", "step 3 also fine-tunes the last block", {"finetune": {"train_blocks": 1}}),
@@ -104,9 +106,9 @@ def row(key: str) -> str:
 
 #: the options the small scale runs, in the order they run (cheap and likely ones first;
 #: separate_bn trains at ~0.4x the speed): all of :data:`OPTIONS`
-SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "loss_weight", "smoothing", "batch_share", "select_uncertain", "select_typical",
-                 "select_diverse", "select_typical_diverse", "share_schedule", "color_match", "separate_bn",
-                 "select_rotate")
+SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "loss_weight", "smoothing", "batch_share", "select_uncertain",
+                 "select_typical", "select_diverse", "select_typical_diverse", "share_schedule", "share_schedule_half",
+                 "color_match", "separate_bn", "select_rotate")
 assert sorted(SMALL_OPTIONS) == sorted(OPTIONS)
 
 
