@@ -20,7 +20,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", default="runs/demo-s{seed}", help="each seed's demo folder ({seed} is replaced)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--rows", nargs="+", required=True, help="BASE+OPTION[+OPTION]: BASE sd14 or plus")
+    ap.add_argument("--rows", nargs="*", default=[],
+                    help="BASE+OPTION[+OPTION]: BASE sd14 or plus (none: the demo's four rows only)")
     ap.add_argument("--table-only", action="store_true", help="run nothing; the table of what is finished")
     ap.add_argument("--md", default=None, help="also write the table to this file")
     a = ap.parse_args(argv)
