@@ -115,7 +115,8 @@ def test_demo_rows_choose_on_recipe_validation_and_check_pairing():
 def test_gap_collect_reads_the_rule_score(runs):
     from synaug.experiments import gap
 
-    r = gap._recipe_val(runs / "ce")
-    assert r["n_rval"] == 2000 and r["rval"] == json.loads(
+    r = rv.fields(runs / "ce")
+    assert gap.RULE in r and r["n_rval"] == 2000 and r[gap.RULE] == json.loads(
         (runs / "ce" / rv.FOLDER / "result.json").read_text())["result"]["mean_class"]
-    assert np.isnan(gap._recipe_val(runs / "ref")["rval"])
+    assert r["rval_set"] == rv.fields(runs / "ref")["rval_set"]
+    assert np.isnan(rv.fields(runs / "ref")[gap.RULE])

@@ -119,7 +119,8 @@ def _cmd(args) -> int:
         rot = f" ({per_epoch} per epoch, rotating)" if 0 < per_epoch < s["synthetic"] else ""
         print(f"synthetic images of {s['name']}: {s['synthetic']}{rot}, from {s['generator']}")
     html = compare(dirs, out, "synaug demo: CIFAR-10-LT (IF 100) from the shared real images",
-                   notes=[f"synaug-sd14: {SD_NOTE}.", f"synaug-plus: {PLUS_NOTE}; the same pool (its first tenth: synaug-sd14's images).",
+                   notes=[f"synaug-sd14: {SD_NOTE}.",
+                          f"synaug-plus: {PLUS_NOTE}; the same pool (its first tenth: synaug-sd14's images).",
                           f"synaug-pool: {POOL_NOTE}.",
                           "ce: no synthetic images."])
     print(f"report: {html}")

@@ -98,9 +98,10 @@ def collect(run_dir: Path) -> dict:
     """Top-1, shots, validation score, recipe-validation score (NaN for a run that trained on its
     images or has no held-out pool) and wall time (sum of the stages) of a finished run."""
     m = json.loads((run_dir / "metrics.json").read_text())
-    rv = recipe_val.score(run_dir) if (run_dir / "data" / "heldout.parquet").is_file() else {}
+    rv = (recipe_val.fields(run_dir) if (run_dir / "data" / "heldout.parquet").is_file()
+          else {"rval": float("nan"), "rval_set": None})
     return {"top1": top1(m), **{b: shot(m, b) for b in ("many", "medium", "few")},
-            "val": val_score(run_dir), "rval": rv.get("mean_class", float("nan")), "rval_set": rv.get("set"),
+            "val": val_score(run_dir), "rval": rv["rval"], "rval_set": rv["rval_set"],
             "minutes": sum(m["timings_s"].values()) / 60}
 
 

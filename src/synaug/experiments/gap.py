@@ -39,6 +39,7 @@ import math
 import shutil
 from pathlib import Path
 
+from . import recipe_val
 from .common import Context, Pending, compare, fmt, mean_std, merge, shot, standard_error, top1
 
 TITLE = "Closing the gap to real data — selection from more candidates, synthetic-aware training"
@@ -96,7 +97,7 @@ REUSE = {PREFIX + n: REF_RUN["paper"] for n in FINETUNE_ONLY}   # only the last-
 #: what the combination rule and the preset decision read: the recipe-validation score
 #: (:mod:`synaug.experiments.recipe_val`, 2,000 held-out real images per seed), not the runs' own
 #: 200-image validation split (it picks each run's epoch; too noisy to rank recipes)
-RULE = "rval"
+RULE = "rval"   # the key of recipe_val.fields
 
 
 def row(key: str) -> str:
@@ -170,15 +171,6 @@ def val_score(run_dir: Path) -> float:
     return round(100.0 * v, 6)  # float noise (0.43 vs 0.43000000000000005) must not break a tie
 
 
-def _recipe_val(run_dir: Path) -> dict:
-    """The run's recipe-validation score (NaN for a run that trained on the set's images: the
-    held-out-real reference) and the set's size."""
-    from . import recipe_val
-
-    r = recipe_val.score(run_dir)
-    return {RULE: r.get("mean_class", float("nan")), "n_rval": r["n"]}
-
-
 def prefill_scorer(runner, name: str) -> None:
     """Round 1 of a selection row whose ``train`` section is the paper recipe's is the paper row's
     training: copy it into the row's ``scorer/train`` (the scorer stage then resumes it as
@@ -200,7 +192,7 @@ def collect(runner, name: str) -> dict:
     d = runner.dir / name
     return {"seed": runner.seed, "top1": top1(s), **{b: shot(s, b) for b in ("many", "medium", "few")},
             "val": val_score(d), "n_val": json.loads((d / "train" / "summary.json").read_text())["num_val"],
-            **_recipe_val(d),
+            **recipe_val.fields(d),
             "seconds": runner.seconds(name)}
 
 

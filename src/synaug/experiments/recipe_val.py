@@ -107,4 +107,11 @@ def score(run_dir: str | Path, per_class: int = PER_CLASS) -> dict:
     return cached_json(run_dir / FOLDER / "result.json", want, compute)["result"]
 
 
-__all__ = ["PER_CLASS", "draw", "digest", "used_paths", "final_model", "score"]
+def fields(run_dir: str | Path) -> dict:
+    """:func:`score` as the experiment tables read it: ``rval`` (mean-class %, NaN for a run that
+    trained on the set's images), ``n_rval`` (the set's size) and ``rval_set`` (its digest)."""
+    r = score(run_dir)
+    return {"rval": r.get("mean_class", float("nan")), "n_rval": r["n"], "rval_set": r["set"]}
+
+
+__all__ = ["PER_CLASS", "draw", "digest", "used_paths", "final_model", "score", "fields"]
