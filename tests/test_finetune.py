@@ -198,3 +198,50 @@ def test_finetune_refuses_test_rows(data):
         finetune_last_layer(_model(), both, _cfg(data))
     with pytest.raises(SynaugError, match="model selection"):
         finetune_last_layer(_model(), data["real"], _cfg(data), val_manifest=data["test"])
+
+
+# ---------------------------------------------------------------------- class-balanced sampling (cRT)
+def test_class_balanced_sampling_uses_every_real_row_with_equal_class_weight(data):
+    from synaug.train.finetune import epoch_order, step3_rows
+
+    rows, info, w = step3_rows(data["all"], _cfg(data, sampling="class_balanced"), "class")
+    assert len(rows) == len(data["real"]) == 55 and set(rows.df["source"]) == {"real"}
+    assert set(rows.df["split"]) == {"train"}
+    y = rows.df["label"].to_numpy()
+    counts = np.bincount(y)                                          # 29 / 26 real rows
+    assert np.allclose(w.numpy(), 1.0 / counts[y])                   # each row: 1 / its class's count
+    assert info["cells"] == {"0": 29, "1": 26} and info["samples_per_epoch"] == 55
+    draws = epoch_order(len(rows), w, 20000, torch.Generator().manual_seed(0))
+    freq = np.bincount(y[draws.numpy()], minlength=2) / len(draws)
+    assert abs(freq[0] - 0.5) < 0.02                                 # classes drawn equally often
+    assert len(np.unique(draws.numpy())) == 55                       # and every row is seen
+    # by cell: the four class x group cells are drawn equally often
+    rows, info, w = step3_rows(data["all"], _cfg(data, sampling="class_balanced"), "cell")
+    cell = rows.df["label"].to_numpy() * 2 + rows.df["group"].to_numpy()
+    d = epoch_order(len(rows), w, 40000, torch.Generator().manual_seed(1)).numpy()
+    assert np.abs(np.bincount(cell[d], minlength=4) / len(d) - 0.25).max() < 0.02
+    # the paper's subset: no weights, a plain shuffle of the subset
+    sub, info, w = step3_rows(data["all"], _cfg(data), "class")
+    assert w is None and len(sub) == 52 and info["per_cell"] == 26
+    assert sorted(epoch_order(52, None, None, torch.Generator().manual_seed(0)).tolist()) == list(range(52))
+
+
+def test_class_balanced_finetuning_trains_on_every_real_row(data, tmp_path):
+    m_sub, m_cb = _model(), _model()
+    enc_before = {k: v.clone() for k, v in m_cb.encoder.state_dict().items()}
+    sub = finetune_last_layer(m_sub, data["all"], _cfg(data))
+    out = finetune_last_layer(m_cb, data["all"], _cfg(data, sampling="class_balanced", samples_per_epoch=40), tmp_path)
+    for k, v in out.encoder.state_dict().items():
+        assert torch.equal(v, enc_before[k]), f"encoder changed: {k}"
+    assert not torch.allclose(out.head.weight, sub.head.weight)      # other rows, other head
+    rec = json.loads((tmp_path / "finetune.json").read_text())
+    assert rec["subset"]["sampling"] == "class_balanced" and rec["subset"]["samples_per_epoch"] == 40
+    assert len(rec["history"]) == 3
+    saved = Manifest.read(tmp_path / "finetune_subset.parquet")     # the rows step 3 could draw from
+    assert sorted(saved.df["path"]) == sorted(data["real"].df["path"])
+    again = finetune_last_layer(_model(), data["all"], _cfg(data, sampling="class_balanced", samples_per_epoch=40))
+    assert torch.equal(again.head.weight, out.head.weight)           # seeded draws
+    for bad, msg in (({"mode": "dfr"}, "not dfr"), ({"per_cell": 5}, "per_cell sizes the paper's subset"),
+                     ({"sampling": "subset", "samples_per_epoch": 10}, "needs finetune.sampling: class_balanced")):
+        with pytest.raises(ValueError, match=msg):
+            FinetuneConfig.model_validate({"sampling": "class_balanced", **bad})

@@ -140,6 +140,8 @@ def test_defaults_leave_the_config_dump_unchanged():
     from synaug.config import dump
 
     assert "synthetic" not in dump(TrainConfig()) and "train_blocks" not in dump(FinetuneConfig())
+    assert not {"sampling", "samples_per_epoch"} & set(dump(FinetuneConfig()))
+    assert dump(FinetuneConfig(sampling="class_balanced"))["sampling"] == "class_balanced"
     assert dump(TrainConfig(synthetic={"loss_weight": 0.5}))["synthetic"]["loss_weight"] == 0.5
     for bad in ({"loss_weight": 0}, {"loss_weight": -1}, {"label_smoothing": 1.0}, {"label_smoothing": -0.1},
                 {"batch_share_end": 0.2}):

@@ -87,6 +87,8 @@ OPTIONS = {
     "ft_blocks2": ("ft_blocks", "step 3 also fine-tunes the last two blocks", {"finetune": {"train_blocks": 2}}),
     "ft_stage": ("ft_blocks", "step 3 also fine-tunes the last stage (5 blocks of ResNet-32)",
                  {"finetune": {"train_blocks": 5}}),
+    "ft_balanced": ("ft_sampling", "step 3 draws from every real training row, class-balanced (cRT sampling)",
+                    {"finetune": {"sampling": "class_balanced"}}),
 }
 #: options that change step 3 only: their rows share the training of the row without them
 FINETUNE_ONLY = tuple(n for n, (_, _, over) in OPTIONS.items() if set(over) == {"finetune"})

@@ -314,6 +314,12 @@ class FinetuneConfig(Strict):
     # step); earlier blocks stay bit-identical, BatchNorm statistics stay fixed (eval mode)
     train_blocks: int = Field(0, ge=0)
     blocks_lr: Optional[float] = Field(None, gt=0)    # their learning rate (default: lr)
+    # which real rows step 3 sees: ``subset`` = the paper's class-balanced subset (per_cell images
+    # per class, drawn once); ``class_balanced`` = every real training row, each epoch drawn with
+    # replacement with probability 1 / (its class's count), so classes weigh the same but the
+    # head classes show all their images (cRT's class-balanced sampling, Kang et al. ICLR 2020)
+    sampling: Literal["subset", "class_balanced"] = "subset"
+    samples_per_epoch: Optional[int] = Field(None, ge=1)  # class_balanced draws per epoch (default: the rows)
     # DFR (Kirichenko et al., 2023): logistic regression on frozen features
     dfr_data: Literal["val", "train"] = "val"   # val: DFR^Tr_Val (reference); train: earlier synaug variant
     dfr_Cs: list[float] = Field(default_factory=lambda: [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01])
@@ -336,7 +342,7 @@ class FinetuneConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):  # at their defaults, the newer keys leave cached runs' keys unchanged
-        return drop_defaults(self, handler(self), ("train_blocks", "blocks_lr"))
+        return drop_defaults(self, handler(self), ("train_blocks", "blocks_lr", "sampling", "samples_per_epoch"))
 
     @model_validator(mode="after")
     def _check_blocks(self):
@@ -344,6 +350,13 @@ class FinetuneConfig(Strict):
             raise ValueError("finetune.train_blocks works with mode finetune / retrain, not dfr")
         if self.train_blocks and self.augment_views:
             raise ValueError("finetune.train_blocks trains on images; augment_views (feature copies) does not apply")
+        if self.sampling != "subset" and self.mode == "dfr":
+            raise ValueError("finetune.sampling: class_balanced works with mode finetune / retrain, not dfr")
+        if self.sampling == "class_balanced" and self.per_cell is not None:
+            raise ValueError("finetune.per_cell sizes the paper's subset; sampling: class_balanced draws from every "
+                             "real training row (size an epoch with samples_per_epoch)")
+        if self.sampling == "subset" and self.samples_per_epoch is not None:
+            raise ValueError("finetune.samples_per_epoch needs finetune.sampling: class_balanced")
         return self
 
     @property

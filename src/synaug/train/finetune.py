@@ -109,6 +109,37 @@ def _draw(pool: Manifest, by: str, per_cell: Optional[int], seed: int) -> tuple[
     return np.sort(np.concatenate(chosen)), info
 
 
+def step3_rows(manifest: Manifest, cfg: FinetuneConfig, by: str) -> tuple[Manifest, dict, Optional[torch.Tensor]]:
+    """The real rows step 3 trains on, their record, and per-row draw weights.
+
+    ``cfg.sampling == "subset"``: the paper's balanced subset (:func:`balanced_subset`), weights
+    None (each epoch a shuffle of it). ``"class_balanced"``: every real training row, weighted
+    ``1 / count`` of its class (or cell), so each epoch's draws (:func:`epoch_order`) hold every
+    class equally often in expectation while a head class shows all its images over the epochs.
+    """
+    if cfg.sampling == "subset":
+        subset, info = balanced_subset(manifest, by, cfg.per_cell, cfg.seed)
+        return subset, info, None
+    pool = real_train_rows(manifest)
+    if len(pool) == 0:
+        raise SynaugError("no real training rows (split == 'train', source == 'real') to fine-tune on")
+    ids = _balance_ids(pool, pool.df["label"].to_numpy(), by, "real training row",
+                       "no real training image to fine-tune on")
+    cells, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+    info = {"sampling": "class_balanced", "by": by, "pool_size": len(pool),
+            "cells": {str(int(c)): int(n) for c, n in zip(cells, counts)},
+            "samples_per_epoch": cfg.samples_per_epoch or len(pool)}
+    return pool, info, weights
+
+
+def epoch_order(n: int, weights: Optional[torch.Tensor], k: Optional[int], generator: torch.Generator) -> torch.Tensor:
+    """An epoch's rows: a shuffle of ``n`` rows, or ``k`` (default ``n``) draws with replacement by ``weights``."""
+    if weights is None:
+        return torch.randperm(n, generator=generator)
+    return torch.multinomial(weights, k or n, replacement=True, generator=generator)
+
+
 # ---------------------------------------------------------------------- features
 def extract_features(model: Classifier, manifest: Manifest, cfg: FinetuneConfig, device,
                      views: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,8 +172,9 @@ def _head_logits(head: torch.nn.Module, feats: torch.Tensor, scale: float) -> to
 
 
 def train_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig,
-               cosine_scale: float = 30.0) -> list[dict]:
-    """Mini-batch SGD (momentum, weight decay, cosine or constant lr) of ``head`` on features."""
+               cosine_scale: float = 30.0, weights: Optional[torch.Tensor] = None) -> list[dict]:
+    """Mini-batch SGD (momentum, weight decay, cosine or constant lr) of ``head`` on features
+    (each epoch a shuffle, or draws by ``weights``: :func:`epoch_order`)."""
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0x4EAD))
     n, history = len(feats), []
@@ -151,16 +183,16 @@ def train_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor,
         lr = cfg.lr if cfg.schedule == "constant" else 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
         for g in opt.param_groups:
             g["lr"] = lr
-        perm = torch.randperm(n, generator=gen)
+        perm = epoch_order(n, weights, cfg.samples_per_epoch, gen)
         total = 0.0
-        for i in range(0, n, cfg.batch_size):
+        for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
             loss = F.cross_entropy(_head_logits(head, feats[idx], cosine_scale), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        history.append({"epoch": epoch, "lr": lr, "loss": total / n})
+        history.append({"epoch": epoch, "lr": lr, "loss": total / len(perm)})
     head.eval()
     return history
 
@@ -181,12 +213,13 @@ def last_blocks(encoder: torch.nn.Module, k: int) -> list[torch.nn.Module]:
 
 
 def train_blocks_and_head(model: Classifier, subset: Manifest, cfg: FinetuneConfig, device,
-                          cosine_scale: float = 30.0) -> list[dict]:
+                          cosine_scale: float = 30.0, weights: Optional[torch.Tensor] = None) -> list[dict]:
     """Step 3 beyond the head: SGD on the last ``cfg.train_blocks`` blocks and the head, on the
     images of ``subset`` (crop / flip as ``cfg.augment``), everything before them frozen. The
     encoder stays in eval mode, so every BatchNorm keeps its statistics; earlier blocks are
     bit-identical afterwards. Same schedule, momentum and weight decay as :func:`train_head`;
-    the blocks' learning rate is ``cfg.blocks_lr`` (default ``cfg.lr``)."""
+    the blocks' learning rate is ``cfg.blocks_lr`` (default ``cfg.lr``); each epoch a shuffle of
+    ``subset``, or draws by ``weights`` (:func:`epoch_order`)."""
     blocks = last_blocks(model.encoder, cfg.train_blocks)
     model.requires_grad_(False)
     for b in blocks:
@@ -205,14 +238,14 @@ def train_blocks_and_head(model: Classifier, subset: Manifest, cfg: FinetuneConf
         for g in opt.param_groups:
             g["lr"] = base[g["name"]] * f
         total = 0.0
-        order = torch.randperm(len(images), generator=gen)
+        order = epoch_order(len(images), weights, cfg.samples_per_epoch, gen)
         for batch in images.batches(order, cfg.batch_size, cfg.augment, gen):
             loss = F.cross_entropy(_head_logits(model.head, model.features(batch.x), cosine_scale), batch.y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(batch.y)
-        history.append({"epoch": epoch, "lr": cfg.lr * f, "loss": total / len(images)})
+        history.append({"epoch": epoch, "lr": cfg.lr * f, "loss": total / len(order)})
     model.requires_grad_(False)
     return history
 
@@ -500,20 +533,21 @@ def _fit_last_layer(model: Classifier, manifest: Manifest, val, cfg: FinetuneCon
     if cfg.mode == "dfr":
         record["dfr"] = _dfr(model, manifest, val, cfg, device)
         return None
+    subset, record["subset"], weights = step3_rows(manifest, cfg, cfg.balance_for(False))
     if cfg.train_blocks:
-        subset, record["subset"] = balanced_subset(manifest, cfg.balance_by, cfg.per_cell, cfg.seed)
         record["train_blocks"] = cfg.train_blocks
         if cfg.mode == "retrain":
             reset_head(model.head, seed_for(cfg.seed, 0x1A17))
-        record["history"] = train_blocks_and_head(model, subset, cfg, device, cosine_scale)
+        record["history"] = train_blocks_and_head(model, subset, cfg, device, cosine_scale, weights)
         return subset
-    subset, record["subset"] = balanced_subset(manifest, cfg.balance_for(False), cfg.per_cell, cfg.seed)
     feats, labels = extract_features(model, subset, cfg, device, cfg.augment_views, cfg.seed)
+    if weights is not None and cfg.augment_views:
+        weights = weights.repeat(cfg.augment_views + 1)   # every feature copy of a row weighs as the row
     head = copy.deepcopy(model.head).cpu()
     if cfg.mode == "retrain":
         reset_head(head, seed_for(cfg.seed, 0x1A17))
     head.requires_grad_(True)
-    record["history"] = train_head(head, feats, labels, cfg, cosine_scale)
+    record["history"] = train_head(head, feats, labels, cfg, cosine_scale, weights)
     model.head = head.to(device)
     return subset
 
