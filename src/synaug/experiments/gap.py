@@ -109,7 +109,7 @@ def row(key: str) -> str:
 
 #: the options the small scale runs, in the order they run (cheap and likely ones first;
 #: separate_bn trains at ~0.4x the speed): all of :data:`OPTIONS`
-SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "loss_weight", "smoothing", "batch_share", "select_uncertain",
+SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "ft_balanced", "loss_weight", "smoothing", "batch_share", "select_uncertain",
                  "select_typical", "select_diverse", "select_typical_diverse", "share_schedule", "share_schedule_half",
                  "color_match", "separate_bn", "select_rotate")
 assert sorted(SMALL_OPTIONS) == sorted(OPTIONS)
