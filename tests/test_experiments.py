@@ -577,6 +577,15 @@ def test_demo_rows_configs_and_table(tmp_path):
         tmp_path / "d" / "sd14+share_schedule+ft_blocks+select_rotate"
     assert dr.training_source("sd14+share_schedule+ft_stage", tmp_path / "d") is None        # other training
     assert dr.training_source("sd14+share_schedule+select_rotate", tmp_path / "d") is None   # no step-3 option
+    # the preset's training with another step 3: the demo's synaug-plus run, once it has trained
+    (tmp_path / "p" / "synaug-plus" / "stages").mkdir(parents=True)
+    assert dr.training_source("sd14+share_schedule+select_rotate+ft_balanced", tmp_path / "p") is None
+    (tmp_path / "p" / "synaug-plus" / "stages" / "train.json").write_text("{}")
+    assert dr.training_source("sd14+share_schedule+select_rotate+ft_balanced", tmp_path / "p") == \
+        tmp_path / "p" / "synaug-plus"
+    assert dr.training_source("sd14+share_schedule+ft_balanced", tmp_path / "p") is None       # other training
+    assert dr.row_config("sd14+share_schedule+select_rotate+ft_balanced", 0)["train"] == \
+        variants(22, False, 0)["synaug-plus"]["train"]
     stage = dr.row_config("plus+ft_stage", 0)
     assert stage["finetune"]["train_blocks"] == 5 and stage["train"] == variants(22, False, 0)["synaug-plus"]["train"]
     twin, row = dr.row_config("sd14+share_schedule", 0), dr.row_config("sd14+share_schedule+ft_blocks", 0)

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import SynaugError
 from . import recipe_val
 from .common import compare, fmt, mean_std, shot, top1
-from .gap import FINETUNE_ONLY, GOAL, OPTIONS, effect, gap_closed, overlay, val_score
+from .gap import FINETUNE_ONLY, GOAL, OPTIONS, effect, gap_closed, overlay, preset_options, val_score
 
 BASES = {"sd14": "synaug-sd14", "plus": "synaug-plus"}
 FIXED = {"ce": "CE (long-tailed real data)", "synaug-sd14": "paper recipe, SD 1.4 images",
@@ -77,7 +77,8 @@ def trained_twin(row: str) -> str | None:
 
 def training_source(row: str, demo_dir: Path) -> Path | None:
     """A trained run in ``demo_dir`` whose training ``row`` shares: its :func:`trained_twin`, else a
-    sibling row that differs from ``row`` only in step-3 options (``X+ft_blocks`` for ``X+ft_stage``)."""
+    sibling row that differs from ``row`` only in step-3 options (``X+ft_blocks`` for ``X+ft_stage``),
+    else the demo's preset run when ``row`` is the preset's training with another step 3."""
     twin = trained_twin(row)
     if twin is None:
         return None
@@ -91,6 +92,9 @@ def training_source(row: str, demo_dir: Path) -> Path | None:
             continue
         if ok and (demo_dir / n / "stages" / "train.json").is_file():
             return demo_dir / n
+    preset = demo_dir / BASES["plus"]
+    if base == BASES["sd14"] and same(opts) == same(preset_options()) and (preset / "stages" / "train.json").is_file():
+        return preset
     return None
 
 
