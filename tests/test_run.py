@@ -152,7 +152,15 @@ def test_demo_quick(tmp_path):
     assert sorted(plus.loc[plus["select_round"] == 0, "source_file"]) == sorted(syn.df["source_file"])
     cfg = yaml.safe_load((tmp_path / "demo" / "synaug-plus" / "config.yaml").read_text())
     assert cfg["train"]["synthetic"]["batch_share"] == 0.9 and cfg["train"]["synthetic"]["batch_share_end"] == 0.25
-    assert cfg["finetune"]["train_blocks"] == 2 and cfg["generate"]["select"]["selector"] == "rotate"
+    assert cfg["finetune"]["sampling"] == "class_balanced" and cfg["generate"]["select"]["selector"] == "rotate"
+    assert cfg["finetune"].get("train_blocks", 0) == 0
+    # step 3 of the preset draws from every real training row (the paper row: one balanced subset)
+    real = Manifest.read(tmp_path / "demo" / "synaug-plus" / "data" / "train.parquet").df
+    real = real[(real["source"] == "real") & (real["split"] == "train")]
+    cb = Manifest.read(tmp_path / "demo" / "synaug-plus" / "finetune" / "finetune_subset.parquet").df
+    assert sorted(cb["path"]) == sorted(real["path"])
+    sub = Manifest.read(tmp_path / "demo" / "synaug-sd14" / "finetune" / "finetune_subset.parquet").df
+    assert len(sub) < len(cb) and len(set(sub["label"].value_counts())) == 1
     assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
     assert f"synthetic images of synaug-plus: {len(plus)} ({len(syn)} per epoch, rotating), from" in r.stdout
     assert f"synthetic images of synaug-sd14: {len(syn)}, from" in r.stdout

@@ -8,8 +8,8 @@ CIFAR-10-LT (IF 100, 400 images in the head class) built from the real CIFAR-10 
   outputs for the CIFAR-10 classes (CIFAKE, ``../shared/data/cifake/sd14.tar``): uniformize,
   Mixup, fine-tune the last layer on balanced real images;
 * ``synaug-plus``: the same plus the preset chosen on recipe validation (:data:`PLUS`: rotation
-  through 10 x the SD 1.4 images, a falling synthetic share, step 3 on the last two blocks;
-  ``docs/synthetic.md``, ``configs/synaug-plus-cpu.yaml``);
+  through 10 x the SD 1.4 images, a falling synthetic share, step 3 drawing every real image
+  class-balanced; ``docs/synthetic.md``, ``configs/synaug-plus-cpu.yaml``);
 * ``synaug-pool``: the same with held-out real CIFAR-10 images instead (the images the long-tail
   draw left out: the paper's web-crawled baseline of Table 5).
 
@@ -32,11 +32,12 @@ RUNS = ("ce", "synaug-sd14", "synaug-plus", "synaug-pool")
 #: gap experiment's section says whether its own rule still agrees.
 PLUS = {"generate": {"select": {"selector": "rotate", "candidates": 10}},
         "train": {"synthetic": {"batch_share": 0.9, "batch_share_end": 0.25}},
-        "finetune": {"train_blocks": 2}}
+        "finetune": {"sampling": "class_balanced"}}
 PLUS_NOTE = ("the paper recipe plus 10 x the SD 1.4 images, each epoch the next tenth (generate.select.selector "
              "rotate), a synthetic share per batch falling from 0.9 to 0.25 over the epochs "
-             "(train.synthetic.batch_share / batch_share_end) and step 3 also fine-tuning the last two blocks "
-             "(finetune.train_blocks 2)")
+             "(train.synthetic.batch_share / batch_share_end) and step 3 (the head) drawing from every real "
+             "training image with class-balanced sampling instead of one balanced subset "
+             "(finetune.sampling class_balanced)")
 
 
 def base_config(epochs: int, quick: bool) -> dict:

@@ -232,6 +232,8 @@ def choose_combo(val: dict[str, list[float]], paper: list[float]) -> list[str]:
 def effect(d: list[float]) -> str:
     """A paired difference (row - paper, per seed) in words: helps / hurts / no clear effect."""
     m, se = mean_std(d)[0], standard_error(d)
+    if all(x == 0 for x in d):   # the same model (e.g. a row that equals the preset)
+        return "no difference (identical in every seed)"
     if not math.isnan(se) and abs(m) < se:
         return "no clear effect (|mean| below its standard error)"
     if all(x > 0 for x in d):
