@@ -4,7 +4,8 @@
 
 Prints per-image time of the tiny random pipeline (32x32, classifier-free guidance on) for a
 few batch sizes, the end-to-end runner (PNG writes + shard rows included), and the pool
-backend's images/s with and without the synthetic-domain shift. The tiny pipeline measures
+backend's images/s with and without the synthetic-domain shift, writing its manifest in parts of
+8 images (the model batch, as before) against ``PoolGenerator.write_batch`` (alternated rounds, ratio). The tiny pipeline measures
 the engine's overhead, not Stable Diffusion's speed.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--pool-images", type=int, default=600)
+    ap.add_argument("--pool-images", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the pool comparison")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -84,13 +86,25 @@ def main() -> None:
         pool.write(tmp / "pool.parquet")
         pplan = Plan("class", classes, [Cell(i, c, 0, pool_per, attributes={"class": c})
                                         for i, c in enumerate(classes)])
+        from synaug.generate.pool import PoolGenerator
+
+        parts = PoolGenerator.write_batch
         for shift in ("none", "synthetic-domain"):
-            for bs in (8, 64):
-                pc = GenerateConfig(backend="pool", batch_size=bs,
-                                    pool={"manifest": str(tmp / "pool.parquet"), "shift": shift})
-                t = _time(lambda: generate(pplan, pc, tmp / f"pool-{shift}-{bs}", progress=False))
-                print(f"  pool shift={shift:16s} batch {bs:3d}: {pplan.total_synthetic / t:7.0f} img/s "
+            pc = GenerateConfig(backend="pool", batch_size=8,
+                                pool={"manifest": str(tmp / "pool.parquet"), "shift": shift})
+            times: dict[int, list[float]] = {0: [], parts: []}
+            for r in range(args.rounds):      # alternated: both settings see the same machine state
+                for wb in (0, parts):
+                    PoolGenerator.write_batch = wb
+                    times[wb].append(_time(lambda: generate(pplan, pc, tmp / f"pool-{shift}-{wb}-{r}",
+                                                            progress=False)))
+            PoolGenerator.write_batch = parts
+            for wb, label in ((0, "8-image parts (model batch)"), (parts, f"{parts}-image parts (write_batch)")):
+                t = sorted(times[wb])[len(times[wb]) // 2]
+                print(f"  pool shift={shift:16s} {label:30s}: {pplan.total_synthetic / t:7.0f} img/s "
                       f"({t / pplan.total_synthetic * 1e3:.2f} ms/image, end to end)")
+            ratio = sorted(a / b for a, b in zip(times[0], times[parts]))[args.rounds // 2]
+            print(f"  pool shift={shift:16s} time ratio 8-image parts / write_batch parts: {ratio:.2f}")
 
 
 if __name__ == "__main__":

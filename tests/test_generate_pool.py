@@ -260,3 +260,25 @@ def test_pool_from_a_dataset_records_generator_and_source_file(tmp_path):
     with pytest.raises(SynaugError, match="exactly one of pool.manifest"):
         generate(plan, GenerateConfig(backend="pool", pool={"dataset": "shared-sd14", "manifest": "x.parquet"}),
                  tmp_path / "z", progress=False)
+
+
+def test_pool_writes_manifest_parts_of_write_batch_images_not_model_batches(pool, tmp_path, monkeypatch):
+    """A pool copy is not a model call: its manifest parts hold PoolGenerator.write_batch images,
+    whatever generate.batch_size says (same images and rows either way)."""
+    import synaug.generate.runner as runner
+    from synaug.generate.pool import PoolGenerator
+
+    path, _ = pool
+    sizes = []
+    real_write = runner._write_part
+    monkeypatch.setattr(runner, "_write_part",
+                        lambda o, r, k, rows: (sizes.append(len(rows)), real_write(o, r, k, rows)))
+    monkeypatch.setattr(PoolGenerator, "write_batch", 4)
+    a = generate(_plan(), _cfg(path, batch_size=2), tmp_path / "a", progress=False)
+    assert sizes == [4, 4, 4]                                      # 12 images: 3 parts of 4, not 6 of 2
+    sizes.clear()
+    monkeypatch.setattr(PoolGenerator, "write_batch", 1)
+    b = generate(_plan(), _cfg(path, batch_size=5), tmp_path / "b", progress=False)
+    assert sizes == [5, 5, 2]                                      # batch_size larger: it wins
+    assert a.df.equals(b.df)
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")

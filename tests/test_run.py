@@ -161,6 +161,11 @@ def test_demo_quick(tmp_path):
     assert sorted(cb["path"]) == sorted(real["path"])
     sub = Manifest.read(tmp_path / "demo" / "synaug-sd14" / "finetune" / "finetune_subset.parquet").df
     assert len(sub) < len(cb) and len(set(sub["label"].value_counts())) == 1
+    assert (f"Step 3 (finetune): the head on every real training image ({len(cb)}), drawn class-balanced: "
+            f"{len(cb)} draws per epoch" in (tmp_path / "demo" / "synaug-plus" / "report.md").read_text())
+    k = int(sub["label"].value_counts().iloc[0])
+    assert (f"Step 3 (finetune): the head on a class-balanced subset of the real training images ({k} each, "
+            f"{len(sub)} in all)" in (tmp_path / "demo" / "synaug-sd14" / "report.md").read_text())
     assert "synthetic images of synaug-sd14: " in r.stdout and "Stable Diffusion 1.4 images" in r.stdout
     assert f"synthetic images of synaug-plus: {len(plus)} ({len(syn)} per epoch, rotating), from" in r.stdout
     assert f"synthetic images of synaug-sd14: {len(syn)}, from" in r.stdout

@@ -177,6 +177,26 @@ def _how_trained(path: Path) -> list[str]:
     return out
 
 
+def _how_finetuned(path: Path) -> list[str]:
+    """What step 3 trained on: the paper's balanced subset, or class-balanced draws from every real row."""
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    if r.get("mode") == "dfr":
+        return ["Step 3: DFR (logistic regression on frozen features; finetune/finetune.json)."]
+    sub, what = r.get("subset") or {}, "the head"
+    if r.get("train_blocks"):
+        what += f" and the last {r['train_blocks']} encoder block(s)"
+    n = sum(int(v) for v in (sub.get("cells") or {}).values())
+    if sub.get("sampling") == "class_balanced":
+        rows = f"every real training image ({n}), drawn class-balanced: {sub['samples_per_epoch']} draws per epoch"
+    else:
+        rows = (f"a {sub.get('by', 'class')}-balanced subset of the real training images "
+                f"({sub.get('per_cell')} each, {n} in all)")
+    return [f"Step 3 ({r.get('mode')}): {what} on {rows}, {len(r.get('history') or [])} epochs."]
+
+
 def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` for one finished run."""
     from ..train.synthetic import epoch_manifest
@@ -276,7 +296,8 @@ def _intro(run_dir: Path, summary: dict, cfg: dict, real: Manifest) -> list[str]
              f"Stage wall times (when each stage last ran): {timing or 'not recorded'}"
              + (f"; this invocation ran {', '.join(summary['ran_s'])}." if summary.get("ran_s") else
                 "; this invocation ran none (all cached).")]
-    return intro + _how_trained(run_dir / "train" / "summary.json")
+    return (intro + _how_trained(run_dir / "train" / "summary.json")
+            + _how_finetuned(run_dir / "finetune" / "finetune.json"))
 
 
 def _write_html(path: Path, title: str, body: list[str]) -> None:

@@ -96,11 +96,15 @@ def _register_finetune(sub) -> None:
                     "mode: finetune (start from the trained head), retrain (re-initialised head),\n"
                     "dfr (DFR^Tr_Val: L1 logistic regression fit on group-balanced draws of the VAL\n"
                     "rows, C tuned on half of val, scaler on the real training features).\n"
+                    "sampling: subset (default: one balanced subset, per_cell per class) or\n"
+                    "class_balanced (every real training row, each epoch samples_per_epoch draws with\n"
+                    "probability 1 / class count: cRT-style).\n"
                     "train_blocks N (default 0 = head only): also fine-tune the last N encoder blocks;\n"
                     "blocks_lr (default lr). See docs/synthetic.md.\n\n"
                     "Outputs in OUT: model.safetensors, finetune.json, finetune_subset.parquet, config.yaml.\n"
                     "Config keys: mode seed balance_by per_cell epochs (30) batch_size lr (0.01) momentum\n"
-                    "weight_decay schedule (cosine | constant) augment_views dfr_* train_blocks blocks_lr\n"
+                    "weight_decay schedule (cosine | constant) augment_views dfr_* sampling samples_per_epoch\n"
+                    "train_blocks blocks_lr "
                     "augment.* data.* device.")
     f.add_argument("--config", "-c", help="finetune config YAML")
     f.add_argument("--checkpoint", required=True, help="trained run folder or model .safetensors")
