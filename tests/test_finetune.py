@@ -202,7 +202,7 @@ def test_finetune_refuses_test_rows(data):
 
 # ---------------------------------------------------------------------- class-balanced sampling (cRT)
 def test_class_balanced_sampling_uses_every_real_row_with_equal_class_weight(data):
-    from synaug.train.finetune import epoch_order, step3_rows
+    from synaug.train.finetune import step3_order, step3_rows
 
     rows, info, w = step3_rows(data["all"], _cfg(data, sampling="class_balanced"), "class")
     assert len(rows) == len(data["real"]) == 55 and set(rows.df["source"]) == {"real"}
@@ -211,7 +211,7 @@ def test_class_balanced_sampling_uses_every_real_row_with_equal_class_weight(dat
     counts = np.bincount(y)                                          # 29 / 26 real rows
     assert np.allclose(w.numpy(), 1.0 / counts[y])                   # each row: 1 / its class's count
     assert info["cells"] == {"0": 29, "1": 26} and info["samples_per_epoch"] == 55
-    draws = epoch_order(len(rows), w, 20000, torch.Generator().manual_seed(0))
+    draws = step3_order(len(rows), w, 20000, torch.Generator().manual_seed(0))
     freq = np.bincount(y[draws.numpy()], minlength=2) / len(draws)
     # classes drawn equally often: 1 / C each, the expected frequencies of class-aware sampling in
     # facebookresearch/classifier-balancing data/ClassAwareSampler.py (ClassAwareSampler: a shuffled
@@ -221,12 +221,12 @@ def test_class_balanced_sampling_uses_every_real_row_with_equal_class_weight(dat
     # by cell: the four class x group cells are drawn equally often
     rows, info, w = step3_rows(data["all"], _cfg(data, sampling="class_balanced"), "cell")
     cell = rows.df["label"].to_numpy() * 2 + rows.df["group"].to_numpy()
-    d = epoch_order(len(rows), w, 40000, torch.Generator().manual_seed(1)).numpy()
+    d = step3_order(len(rows), w, 40000, torch.Generator().manual_seed(1)).numpy()
     assert np.abs(np.bincount(cell[d], minlength=4) / len(d) - 0.25).max() < 0.02
     # the paper's subset: no weights, a plain shuffle of the subset
     sub, info, w = step3_rows(data["all"], _cfg(data), "class")
     assert w is None and len(sub) == 52 and info["per_cell"] == 26
-    assert sorted(epoch_order(52, None, None, torch.Generator().manual_seed(0)).tolist()) == list(range(52))
+    assert sorted(step3_order(52, None, None, torch.Generator().manual_seed(0)).tolist()) == list(range(52))
 
 
 def test_class_balanced_finetuning_trains_on_every_real_row(data, tmp_path):

@@ -114,7 +114,7 @@ def step3_rows(manifest: Manifest, cfg: FinetuneConfig, by: str) -> tuple[Manife
 
     ``cfg.sampling == "subset"``: the paper's balanced subset (:func:`balanced_subset`), weights
     None (each epoch a shuffle of it). ``"class_balanced"``: every real training row, weighted
-    ``1 / count`` of its class (or cell), so each epoch's draws (:func:`epoch_order`) hold every
+    ``1 / count`` of its class (or cell), so each epoch's draws (:func:`step3_order`) hold every
     class equally often in expectation while a head class shows all its images over the epochs.
     """
     if cfg.sampling == "subset":
@@ -133,7 +133,7 @@ def step3_rows(manifest: Manifest, cfg: FinetuneConfig, by: str) -> tuple[Manife
     return pool, info, weights
 
 
-def epoch_order(n: int, weights: Optional[torch.Tensor], k: Optional[int], generator: torch.Generator) -> torch.Tensor:
+def step3_order(n: int, weights: Optional[torch.Tensor], k: Optional[int], generator: torch.Generator) -> torch.Tensor:
     """An epoch's rows: a shuffle of ``n`` rows, or ``k`` (default ``n``) draws with replacement by ``weights``."""
     if weights is None:
         return torch.randperm(n, generator=generator)
@@ -174,7 +174,7 @@ def _head_logits(head: torch.nn.Module, feats: torch.Tensor, scale: float) -> to
 def train_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig,
                cosine_scale: float = 30.0, weights: Optional[torch.Tensor] = None) -> list[dict]:
     """Mini-batch SGD (momentum, weight decay, cosine or constant lr) of ``head`` on features
-    (each epoch a shuffle, or draws by ``weights``: :func:`epoch_order`)."""
+    (each epoch a shuffle, or draws by ``weights``: :func:`step3_order`)."""
     opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0x4EAD))
     n, history = len(feats), []
@@ -183,7 +183,7 @@ def train_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor,
         lr = cfg.lr if cfg.schedule == "constant" else 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
         for g in opt.param_groups:
             g["lr"] = lr
-        perm = epoch_order(n, weights, cfg.samples_per_epoch, gen)
+        perm = step3_order(n, weights, cfg.samples_per_epoch, gen)
         total = 0.0
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
@@ -219,7 +219,7 @@ def train_blocks_and_head(model: Classifier, subset: Manifest, cfg: FinetuneConf
     encoder stays in eval mode, so every BatchNorm keeps its statistics; earlier blocks are
     bit-identical afterwards. Same schedule, momentum and weight decay as :func:`train_head`;
     the blocks' learning rate is ``cfg.blocks_lr`` (default ``cfg.lr``); each epoch a shuffle of
-    ``subset``, or draws by ``weights`` (:func:`epoch_order`)."""
+    ``subset``, or draws by ``weights`` (:func:`step3_order`)."""
     blocks = last_blocks(model.encoder, cfg.train_blocks)
     model.requires_grad_(False)
     for b in blocks:
@@ -238,7 +238,7 @@ def train_blocks_and_head(model: Classifier, subset: Manifest, cfg: FinetuneConf
         for g in opt.param_groups:
             g["lr"] = base[g["name"]] * f
         total = 0.0
-        order = epoch_order(len(images), weights, cfg.samples_per_epoch, gen)
+        order = step3_order(len(images), weights, cfg.samples_per_epoch, gen)
         for batch in images.batches(order, cfg.batch_size, cfg.augment, gen):
             loss = F.cross_entropy(_head_logits(model.head, model.features(batch.x), cosine_scale), batch.y)
             opt.zero_grad(set_to_none=True)
