@@ -5,17 +5,27 @@
     for s in 0 1 2; do .venv/bin/synaug demo --seed $s --out runs/demo-s$s; done
     .venv/bin/python benchmarks/demo_rows.py --demo 'runs/demo-s{seed}' --seeds 0 1 2 \\
         --rows plus+select_rotate sd14+select_rotate [--table-only] [--md out.md]
+        [--records docs/records/demo-rows.json [--save-records]] [--results docs/results.md [--note TEXT]]
+
+``--records``: a committed ledger (:mod:`synaug.experiments.records`); a (seed, row) whose run folder
+is absent is taken from it when its configuration is today's. ``--save-records`` first writes every
+finished run of the given seeds and rows into it (metrics + commit, CPU, date). ``--results``: put
+the table into that results file as its section "The shipped recipe beside the demo" (the file's
+other sections are kept, :mod:`synaug.experiments.results_file`).
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 
 def main(argv=None) -> int:
     from synaug.errors import SynaugError
-    from synaug.experiments.demo_rows import parse, run_row, table
+    from synaug.experiments import records
+    from synaug.experiments.demo_rows import parse, record_runs, run_row, section, table
+    from synaug.experiments.results_file import merge
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", default="runs/demo-s{seed}", help="each seed's demo folder ({seed} is replaced)")
@@ -24,12 +34,19 @@ def main(argv=None) -> int:
                     help="BASE+OPTION[+OPTION]: BASE sd14 or plus (none: the demo's four rows only)")
     ap.add_argument("--table-only", action="store_true", help="run nothing; the table of what is finished")
     ap.add_argument("--md", default=None, help="also write the table to this file")
+    ap.add_argument("--records", default=None, help="a records file: runs whose folders are absent come from it")
+    ap.add_argument("--save-records", action="store_true", help="write the finished runs into --records first")
+    ap.add_argument("--results", default=None, help="merge the table into this results file as its own section")
+    ap.add_argument("--note", default="", help="a paragraph put above the table in --results")
     a = ap.parse_args(argv)
     try:
         for r in a.rows:
             parse(r)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.save_records and not a.records:
+        print("error: --save-records needs --records FILE", file=sys.stderr)
         return 2
     dirs = {s: Path(a.demo.format(seed=s)) for s in a.seeds}
     if not a.table_only:
@@ -41,10 +58,26 @@ def main(argv=None) -> int:
                 except SynaugError as e:
                     print(f"error: {e}", file=sys.stderr)
                     return 2
-    text = "\n".join(table(dirs, a.rows))
+    try:
+        if a.save_records:
+            added, replaced = records.merge(Path(a.records), record_runs(dirs, a.rows))
+            print(f"{a.records}: {added} records added, {replaced} replaced", flush=True)
+        recs = records.load(Path(a.records)) if a.records else None
+    except SynaugError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = "\n".join(table(dirs, a.rows, recs))
     print(text)
     if a.md:
         Path(a.md).write_text(text + "\n")
+    if a.results:
+        res = Path(a.results)
+        cmd = "python benchmarks/demo_rows.py " + " ".join(shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+        new = section(text.splitlines(), cmd, a.note)
+        tmp = res.with_name(res.name + ".tmp")
+        tmp.write_text(merge(res.read_text(), new) if res.is_file() else new)
+        tmp.replace(res)
+        print(f"{res}: section updated")
     return 0
 
 

@@ -610,6 +610,68 @@ def test_demo_rows_configs_and_table(tmp_path):
     assert "**NOT met** — " in md and "above the paper recipe in 1/2 seeds" in md
 
 
+def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(tmp_path):
+    """Records keep a finished run's metrics with its configuration digest; a table built from them
+    after the folders are gone equals the table from the folders; a record of another configuration
+    is left out (and said so); one (seed, row) cannot be recorded under two configurations."""
+    from synaug.experiments import demo_rows as dr
+    from synaug.experiments import records
+    from synaug.experiments.results_file import split_sections
+
+    rows = ["plus+select_rotate"]
+    for s, t in ((0, 0.0), (1, 0.03), (2, 0.01)):
+        for n, top in {"ce": 0.2, "synaug-sd14": 0.4, "synaug-plus": 0.45, "synaug-pool": 0.6,
+                       "plus+select_rotate": 0.5}.items():
+            _fake_run(tmp_path / f"s{s}" / n, top + t, 0.4 + t, few=0.3 + t)
+    dirs = {s: tmp_path / f"s{s}" for s in (0, 1, 2)}
+    recs = dr.record_runs(dirs, rows)
+    assert len(recs) == 15 and {r["row"] for r in recs} == {*dr.FIXED, *rows}
+    r0 = next(r for r in recs if r["row"] == "synaug-plus" and r["seed"] == 1)
+    assert r0["config_sha"] == records.config_sha(dr.config_of("synaug-plus", 1))
+    assert r0["config_sha"] != records.config_sha(dr.config_of("synaug-plus", 0))       # the seed is in it
+    assert r0["metrics"]["top1"] == pytest.approx(48.0) and r0["metrics"]["few"] == pytest.approx(33.0)
+    assert set(r0["provenance"]) == {"commit", "cpu", "torch", "date"} and r0["provenance"]["cpu"]
+    f = tmp_path / "rec" / "demo-rows.json"
+    assert records.merge(f, recs) == (15, 0) and records.merge(f, recs[:4]) == (0, 4)
+    assert len(records.load(f)) == 15 and not f.with_name(f.name + ".tmp").exists()
+    before = dr.table(dirs, rows)
+    for s in (1, 2):
+        shutil.rmtree(dirs[s])                                       # the folders are gone ...
+    assert "Seeds 0 (each row" in "\n".join(dr.table(dirs, rows))
+    after = dr.table(dirs, rows, records.load(f))                    # ... the records stand in for them
+    assert after[0] == before[0] and after[1].startswith("Runs taken from records") and "seeds 1, 2 — commit" in after[1]
+    assert after[2:] == before[1:]
+    # a record of another configuration is left out, and the table says so
+    bad = [{**r, "config_sha": "0" * 16} if (r["row"], r["seed"]) == ("synaug-plus", 2) else r for r in records.load(f)]
+    md = "\n".join(dr.table(dirs, rows, bad))
+    assert "Seeds 0, 1 (each row" in md and "Records left out (another configuration than today's): synaug-plus seed 2" in md
+    with pytest.raises(SynaugError, match="synaug-plus' seed 2 is already recorded with another configuration"):
+        records.merge(f, [r for r in bad if r["config_sha"] == "0" * 16])
+    kept = {(r["row"], r["seed"]): r["config_sha"] for r in records.load(f)}   # the file is unchanged
+    assert len(kept) == 15 and kept[("synaug-plus", 2)] == records.config_sha(dr.config_of("synaug-plus", 2))
+    # the driver puts the table from records into a results file as its own section, keeping the others
+    res = tmp_path / "results.md"
+    res.write_text("# R\n\nGenerated. Command: `x`\n\n- Date: d0\n\n## Setup\n\n- s\n\n## A\n\nold A\n\n"
+                   "## Where the runs are\n\nhere\n")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_rows.py"), "--demo", str(tmp_path / "s{seed}"),
+                        "--seeds", "0", "1", "2", "--rows", *rows, "--table-only", "--records", str(f), "--results",
+                        str(res), "--note", "Seeds after the choice."], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    head, secs = split_sections(res.read_text())
+    assert list(secs) == ["## Setup", "## A", dr.SECTION, "## Where the runs are"] and "old A" in secs["## A"]
+    body = "\n".join(secs[dr.SECTION])
+    assert "Seeds after the choice." in body and "\n".join(before[2:]) in body and "seeds 1, 2 — commit" in body
+    assert any(l.startswith("- Updated by `python benchmarks/demo_rows.py --demo") for l in head)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_rows.py"), "--save-records", "--table-only"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --save-records needs --records FILE"
+    assert records.config_sha({**dr.config_of("ce", 0), "description": "x", "name": "y"}) == \
+        records.config_sha(dr.config_of("ce", 0))
+    f.write_text('{"version": 1, "records": [{"seed": 0}]}')
+    with pytest.raises(SynaugError, match="not a records file of version 1"):
+        records.load(f)
+
+
 def test_gap_rules_are_computed_from_the_numbers():
     from synaug.experiments import gap
 

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from ..errors import SynaugError
-from . import recipe_val
+from . import recipe_val, records
 from .common import compare, fmt, mean_std, shot, top1
 from .gap import FINETUNE_ONLY, GOAL, OPTIONS, effect, gap_closed, overlay, preset_options, val_score
 
@@ -129,19 +129,73 @@ def choice(got: dict, seeds: list[int], rows: list[str]) -> str | None:
     return max(cands, key=lambda n: means[n])
 
 
-def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
-    """The markdown table and verdict lines: fixed rows, then ``rows``, paired by seed."""
-    names = list(FIXED) + rows
+def config_of(name: str, seed: int, epochs: int = 22) -> dict | None:
+    """The configuration a demo row (fixed or ``BASE+OPTION``) runs at ``seed``; None for no row."""
+    from ..demo import variants
+
+    if name in FIXED:
+        return variants(epochs, False, seed)[name]
+    try:
+        return row_config(name, seed, epochs)
+    except ValueError:
+        return None
+
+
+def config_digest(name: str, seed: int) -> str | None:
+    cfg = config_of(name, seed)
+    return None if cfg is None else records.config_sha(cfg)
+
+
+def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
+    """A record (:mod:`synaug.experiments.records`) of every finished run of the fixed rows and ``rows``."""
+    prov = records.provenance()
+    return [{"seed": s, "row": n, "config_sha": config_digest(n, s), "metrics": collect(d / n), "provenance": prov}
+            for n in list(FIXED) + rows for s, d in sorted(demo_dirs.items()) if (d / n / "metrics.json").is_file()]
+
+
+def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None = None):
+    """``{row: {seed: metrics}}`` from the run folders, then from usable records for the (row, seed)
+    pairs without a folder; also the records used and the lines of those left out."""
     got = {n: {s: collect(d / n) for s, d in demo_dirs.items() if (d / n / "metrics.json").is_file()} for n in names}
+    keep, dropped = records.usable(recs or [], config_digest)
+    used = []
+    for (n, s), r in sorted(keep.items()):
+        if n in got and s in demo_dirs and s not in got[n]:
+            got[n][s] = r["metrics"]
+            used.append(r)
+    return got, used, dropped
+
+
+def _record_lines(used: list[dict], dropped: list[str]) -> list[str]:
+    md = []
+    if used:
+        by = {}
+        for r in used:
+            p = r.get("provenance", {})
+            by.setdefault((p.get("commit"), p.get("cpu"), p.get("date")), set()).add(r["seed"])
+        md.append("Runs taken from records (their folders are not on this machine; same configuration digest): "
+                  + "; ".join(f"seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))} — commit {c}, {cpu}, "
+                              f"{d}" for (c, cpu, d), v in sorted(by.items(), key=lambda x: min(x[1]))) + ".")
+    if dropped:
+        md.append("Records left out (another configuration than today's): " + "; ".join(dropped) + ".")
+    return md
+
+
+def table(demo_dirs: dict[int, Path], rows: list[str], recs: list[dict] | None = None) -> list[str]:
+    """The markdown table and verdict lines: fixed rows, then ``rows``, paired by seed (a run whose
+    folder is absent may come from ``recs``, see :func:`gather`)."""
+    names = list(FIXED) + rows
+    got, used, dropped = gather(demo_dirs, names, recs)
     seeds = sorted(s for s in demo_dirs if all(s in got[n] for n in names))
     if not seeds:
-        return ["(no seed has every row finished)"]
+        return ["(no seed has every row finished)", *_record_lines(used, dropped)]
+    used = [r for r in used if r["seed"] in seeds]
     check_paired(got, seeds)
     col = lambda n, k: [got[n][s][k] for s in seeds]  # noqa: E731
     ce, real = col("ce", "top1"), col("synaug-pool", "top1")
     md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them). Synthetic rows: Stable Diffusion 1.4 "
           "images of the CIFAR-10 classes (CIFAKE, the demo's pool); the reference row: held-out real CIFAR-10 "
-          "training images.", "",
+          "training images.", *_record_lines(used, dropped), "",
           "| row | top-1 (%) | many | medium | few | val. mean-class (%) | recipe val. (%) | wall time (min) | "
           "gap closed (%) | top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
@@ -165,6 +219,22 @@ def table(demo_dirs: dict[int, Path], rows: list[str]) -> list[str]:
                   f"seed): **{'met' if ok else 'NOT met'}** — {fmt(g, 1)} % closed, above the paper recipe in "
                   f"{above}/{len(seeds)} seeds.")
     return md
+
+
+SECTION = "## The shipped recipe beside the demo — synaug-plus against the paper recipe, paired by seed"
+
+
+def section(lines: list[str], command: str, note: str = "") -> str:
+    """A results-file text (:mod:`synaug.experiments.results_file`) whose one section is the table
+    ``lines``: merged into ``docs/results.md`` by ``benchmarks/demo_rows.py --results``."""
+    import datetime
+
+    prov = records.provenance()
+    return "\n".join([
+        f"Generated by `benchmarks/demo_rows.py` — do not edit by hand. Command: `{command}`", "",
+        f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; commit {prov['commit']}; {prov['cpu']}; "
+        "the demo's configuration (CIFAR-10-LT IF 100, head 400, ResNet-32, 22 epochs, full test set)", "",
+        SECTION, "", *([note, ""] if note else []), *lines, ""])
 
 
 def _choice_lines(got, seeds, rows, ce, real) -> list[str]:
@@ -198,4 +268,4 @@ def _diff(a: list[float], b: list[float]) -> str:
 
 
 __all__ = ["parse", "row_config", "run_row", "trained_twin", "training_source", "collect", "check_paired", "choice",
-           "agreement", "table"]
+           "agreement", "config_of", "record_runs", "gather", "table", "section", "SECTION"]
