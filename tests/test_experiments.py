@@ -630,7 +630,13 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     assert r0["config_sha"] == records.config_sha(dr.config_of("synaug-plus", 1))
     assert r0["config_sha"] != records.config_sha(dr.config_of("synaug-plus", 0))       # the seed is in it
     assert r0["metrics"]["top1"] == pytest.approx(48.0) and r0["metrics"]["few"] == pytest.approx(33.0)
-    assert set(r0["provenance"]) == {"commit", "cpu", "torch", "date"} and r0["provenance"]["cpu"]
+    assert {"commit", "cpu", "torch", "date", "synaug"} <= set(r0["provenance"]) and r0["provenance"]["cpu"]
+    assert r0["provenance"]["stages"] == {}                          # a fake run: no stage records
+    from synaug.provenance import commit
+    from synaug.stages import Stages
+
+    Stages(tmp_path / "s0" / "ce").run("train", "k", [], lambda: None)   # a stage record names its commit
+    assert records.run_provenance(tmp_path / "s0" / "ce")["stages"] == {"train": commit()}
     f = tmp_path / "rec" / "demo-rows.json"
     assert records.merge(f, recs) == (15, 0) and records.merge(f, recs[:4]) == (0, 4)
     assert len(records.load(f)) == 15 and not f.with_name(f.name + ".tmp").exists()
@@ -639,7 +645,8 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
         shutil.rmtree(dirs[s])                                       # the folders are gone ...
     assert "Seeds 0 (each row" in "\n".join(dr.table(dirs, rows))
     after = dr.table(dirs, rows, records.load(f))                    # ... the records stand in for them
-    assert after[0] == before[0] and after[1].startswith("Runs taken from records") and "seeds 1, 2 — commit" in after[1]
+    assert after[0] == before[0] and after[1].startswith("Runs taken from records")
+    assert "seeds 1, 2 — trained by commit unknown (recorded at " in after[1]
     assert after[2:] == before[1:]
     # a record of another configuration is left out, and the table says so
     bad = [{**r, "config_sha": "0" * 16} if (r["row"], r["seed"]) == ("synaug-plus", 2) else r for r in records.load(f)]
@@ -660,7 +667,7 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     head, secs = split_sections(res.read_text())
     assert list(secs) == ["## Setup", "## A", dr.SECTION, "## Where the runs are"] and "old A" in secs["## A"]
     body = "\n".join(secs[dr.SECTION])
-    assert "Seeds after the choice." in body and "\n".join(before[2:]) in body and "seeds 1, 2 — commit" in body
+    assert "Seeds after the choice." in body and "\n".join(before[2:]) in body and "seeds 1, 2 — trained by commit unknown" in body
     assert any(l.startswith("- Updated by `python benchmarks/demo_rows.py --demo") for l in head)
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_rows.py"), "--save-records", "--table-only"],
                        capture_output=True, text=True, timeout=300)
@@ -670,6 +677,30 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     f.write_text('{"version": 1, "records": [{"seed": 0}]}')
     with pytest.raises(SynaugError, match="not a records file of version 1"):
         records.load(f)
+
+
+def test_provenance_commit_is_synaugs_own_checkout_or_unknown(tmp_path):
+    """Inside another git repository (an installed copy in a user's project) the commit is not
+    synaug's: ``unknown``, not that repository's HEAD."""
+    import importlib.util
+
+    from synaug.provenance import commit
+
+    own = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert commit().split("+")[0] == (own.stdout.strip() if own.returncode == 0 else "unknown")   # this checkout
+    other = tmp_path / "project" / "site" / "synaug"
+    other.mkdir(parents=True)
+    shutil.copy(ROOT / "src" / "synaug" / "provenance.py", other / "provenance.py")
+    (other / "__init__.py").write_text("")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "project")], check=True)
+    (tmp_path / "project" / "README").write_text("x")
+    subprocess.run(["git", "-C", str(tmp_path / "project"), "add", "README"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path / "project"), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qm", "x"], check=True)
+    spec = importlib.util.spec_from_file_location("prov_copy", other / "provenance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.commit() == "unknown"
 
 
 def test_gap_rules_are_computed_from_the_numbers():

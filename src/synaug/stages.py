@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .io import write_json_atomic
+from .provenance import provenance
 
 
 def fingerprint(*parts: Any) -> str:
@@ -68,7 +69,8 @@ class Stages:
         fn()
         self.timings[name] = round(time.perf_counter() - t0, 2)
         write_json_atomic(self.dir / f"{name}.json",
-                          {"key": key, "outputs": [str(p) for p in outputs], "seconds": self.timings[name]})
+                          {"key": key, "outputs": [str(p) for p in outputs], "seconds": self.timings[name],
+                           "made_by": provenance()})
         return True
 
     def seconds(self) -> dict[str, float]:

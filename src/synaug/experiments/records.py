@@ -3,7 +3,8 @@
 Run folders (checkpoints, manifests) are large and stay out of git; a machine that loses them loses
 the seeds they hold. A *record* keeps what a results table reads from one finished run (top-1,
 many / medium / few, validation scores, minutes) with where it came from: the row's configuration
-digest, the synaug commit, the CPU, torch and the date. A table may take a (seed, row) from a record
+digest, the commit that computed each stage (from the run's stage records), and the synaug
+commit, CPU, torch and date of the recording. A table may take a (seed, row) from a record
 when that run's folder is absent — but only if the record's configuration digest equals the digest
 of the configuration the code builds for that row today; a record of another configuration is
 reported and left out. The digest covers the configuration, not the code: a change in the code that
@@ -14,14 +15,12 @@ Format: JSON ``{"version": 1, "records": [{"seed", "row", "config_sha", "metrics
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 from ..errors import SynaugError
+from ..provenance import provenance
 from ..stages import fingerprint
 
 VERSION = 1
@@ -34,33 +33,18 @@ def config_sha(cfg: dict) -> str:
     return fingerprint({k: v for k, v in cfg.items() if k not in NOT_RESULTS})
 
 
-def provenance() -> dict:
-    """Where a record was made: synaug commit (with ``+dirty`` for uncommitted changes), CPU, torch, date."""
-    import torch
-
-    here = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
+def run_provenance(run_dir: Path) -> dict:
+    """This process's :func:`synaug.provenance.provenance` (the code and machine that wrote the
+    record) and ``stages``: the commit each stage of the run was computed by, from its stage records
+    (``unknown`` for stages recorded before stage records carried it)."""
+    stages = {}
+    for f in sorted((Path(run_dir) / "stages").glob("*.json")):
         try:
-            return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no", "--", str(here.parents[1])):
-        commit += "+dirty"
-    return {"commit": commit, "cpu": _cpu_model(), "torch": torch.__version__,
-            "date": datetime.date.today().isoformat()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            made = json.loads(f.read_text()).get("made_by") or {}
+        except (ValueError, OSError):
+            made = {}
+        stages[f.stem] = made.get("commit", "unknown")
+    return {**provenance(), "stages": stages}
 
 
 def load(path: Path) -> list[dict]:
@@ -115,4 +99,4 @@ def usable(recs: list[dict], sha_of) -> tuple[dict, list[str]]:
     return keep, dropped
 
 
-__all__ = ["config_sha", "provenance", "load", "merge", "usable"]
+__all__ = ["config_sha", "run_provenance", "load", "merge", "usable"]
