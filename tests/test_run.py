@@ -109,6 +109,40 @@ def test_changed_stage_config_reruns_only_downstream(tiny_run, tmp_path):
     assert "[finetune] running" in r.stdout
 
 
+def test_step3_can_start_from_the_last_epoch_instead_of_the_selected_one(tiny_run, tmp_path):
+    """``finetune.start: last``: step 3 starts from train/last.json's epoch, not train/model.safetensors;
+    the training stays cached, the record and the report say where step 3 started."""
+    import torch
+
+    from synaug.train import load_checkpoint
+    from synaug.train import checkpoint as ckpt
+
+    d, _ = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(d / "out", out)
+    assert "start" not in yaml.safe_load((out / "config.yaml").read_text())["finetune"]   # default: not dumped
+    last_file = ckpt.resolve_checkpoint(out / "train" / "last.json")
+    last = load_checkpoint(last_file)
+    with torch.no_grad():                 # make the last epoch differ from the selected model
+        for p_ in last.encoder.parameters():
+            p_.add_(0.01)
+    ckpt.save_model(last, last_file, {k: v for k, v in last.meta.items() if k != "spec"})
+    cfg = dict(TINY, finetune={**TINY["finetune"], "start": "last"})
+    (tmp_path / "last.yaml").write_text(yaml.safe_dump(cfg))
+    r = _synaug("run", tmp_path / "last.yaml", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[train] up to date, skipped" in r.stdout and "[finetune] running" in r.stdout
+    ft, sel = load_checkpoint(out / "finetune" / "model.safetensors"), load_checkpoint(out / "train" / "model.safetensors")
+    for k, v in ft.encoder.state_dict().items():
+        assert torch.equal(v, last.encoder.state_dict()[k]), k
+    assert not all(torch.equal(v, sel.encoder.state_dict()[k]) for k, v in ft.encoder.state_dict().items())
+    rec = json.loads((out / "finetune" / "finetune.json").read_text())
+    assert rec["start"] == {"model": "last", "epoch": last.meta["epoch"]}
+    assert f"from the last training epoch ({last.meta['epoch']})" in (out / "report.md").read_text()
+    sel_rec = json.loads((d / "out" / "finetune" / "finetune.json").read_text())
+    assert sel_rec["start"]["model"] == "selected"
+
+
 def test_bad_run_config_is_one_line_error(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({**TINY, "trian": {}}))

@@ -289,7 +289,7 @@ class _Pipeline:
         k_ft = fingerprint(self.k_train, "finetune", dump(cfg.finetune))
 
         def s_ft():
-            m2 = load_checkpoint(self.tdir / "model.safetensors")
+            m2 = load_checkpoint(self.tdir / ("last.json" if cfg.finetune.start == "last" else "model.safetensors"))
             self.trained["finetune"] = finetune_last_layer(m2, self.train_real.split("train", "val"), cfg.finetune,
                                                            fdir)
 

@@ -89,6 +89,8 @@ OPTIONS = {
                  {"finetune": {"train_blocks": 5}}),
     "ft_balanced": ("ft_sampling", "step 3 draws from every real training row, class-balanced (cRT sampling)",
                     {"finetune": {"sampling": "class_balanced"}}),
+    "ft_last": ("ft_start", "step 3 starts from the last training epoch, not the validation-selected one",
+                {"finetune": {"start": "last"}}),
 }
 #: options that change step 3 only: their rows share the training of the row without them
 FINETUNE_ONLY = tuple(n for n, (_, _, over) in OPTIONS.items() if set(over) == {"finetune"})
@@ -109,8 +111,8 @@ def row(key: str) -> str:
 
 #: the options the small scale runs, in the order they run (cheap and likely ones first;
 #: separate_bn trains at ~0.4x the speed): all of :data:`OPTIONS`
-SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "ft_balanced", "loss_weight", "smoothing", "batch_share", "select_uncertain",
-                 "select_typical", "select_diverse", "select_typical_diverse", "share_schedule", "share_schedule_half",
+SMALL_OPTIONS = ("ft_blocks", "ft_blocks2", "ft_stage", "ft_balanced", "ft_last", "loss_weight", "smoothing",
+                 "batch_share", "select_uncertain", "select_typical", "select_diverse", "select_typical_diverse", "share_schedule", "share_schedule_half",
                  "color_match", "separate_bn", "select_rotate")
 assert sorted(SMALL_OPTIONS) == sorted(OPTIONS)
 

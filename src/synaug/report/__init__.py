@@ -194,7 +194,10 @@ def _how_finetuned(path: Path) -> list[str]:
     else:
         rows = (f"a {sub.get('by', 'class')}-balanced subset of the real training images "
                 f"({sub.get('per_cell')} each, {n} in all)")
-    return [f"Step 3 ({r.get('mode')}): {what} on {rows}, {len(r.get('history') or [])} epochs."]
+    start = r.get("start") or {}
+    frm = (f", from the {'last' if start.get('model') == 'last' else 'validation-selected'} training epoch "
+           f"({start['epoch']})" if start.get("epoch") is not None else "")
+    return [f"Step 3 ({r.get('mode')}): {what} on {rows}, {len(r.get('history') or [])} epochs{frm}."]
 
 
 def build_report(run_dir: str | Path, samples_per_class: int = 4, seed: int = 0) -> Path:

@@ -320,6 +320,10 @@ class FinetuneConfig(Strict):
     # head classes show all their images (cRT's class-balanced sampling, Kang et al. ICLR 2020)
     sampling: Literal["subset", "class_balanced"] = "subset"
     samples_per_epoch: Optional[int] = Field(None, ge=1)  # class_balanced draws per epoch (default: the rows)
+    # in ``synaug run``, the trained model step 3 starts from: ``selected`` = the epoch the validation
+    # split chose (train/model.safetensors), ``last`` = the last epoch (train/last.json), whatever
+    # the validation split said (a 200-image split can pick an early, high-learning-rate epoch)
+    start: Literal["selected", "last"] = "selected"
     # DFR (Kirichenko et al., 2023): logistic regression on frozen features
     dfr_data: Literal["val", "train"] = "val"   # val: DFR^Tr_Val (reference); train: earlier synaug variant
     dfr_Cs: list[float] = Field(default_factory=lambda: [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01])
@@ -342,7 +346,8 @@ class FinetuneConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):  # at their defaults, the newer keys leave cached runs' keys unchanged
-        return drop_defaults(self, handler(self), ("train_blocks", "blocks_lr", "sampling", "samples_per_epoch"))
+        return drop_defaults(self, handler(self), ("train_blocks", "blocks_lr", "sampling", "samples_per_epoch",
+                                                   "start"))
 
     @model_validator(mode="after")
     def _check_blocks(self):

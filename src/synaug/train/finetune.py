@@ -516,7 +516,8 @@ def finetune_last_layer(model: Classifier, manifest: Manifest, cfg: Optional[Fin
     model.eval()
     model.encoder.requires_grad_(False)  # f stays bit-identical
     torch.manual_seed(seed_for(cfg.seed, 0xF1))
-    record: dict = {"mode": cfg.mode, "seed": cfg.seed}
+    record: dict = {"mode": cfg.mode, "seed": cfg.seed,
+                    "start": {"model": cfg.start, "epoch": getattr(model, "meta", {}).get("epoch")}}
     subset = _fit_last_layer(model, manifest, val, cfg, device, cosine_scale, record)
     model.head.requires_grad_(False)
     if val is not None:
