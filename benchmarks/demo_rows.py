@@ -72,7 +72,10 @@ def main(argv=None) -> int:
         Path(a.md).write_text(text + "\n")
     if a.results:
         res = Path(a.results)
-        cmd = "python benchmarks/demo_rows.py " + " ".join(shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv))
+        args = list(sys.argv[1:] if argv is None else argv)
+        if "--note" in args[:-1]:   # the paragraph itself stands above the table
+            args[args.index("--note") + 1] = "(the paragraph above the table)"
+        cmd = "python benchmarks/demo_rows.py " + " ".join(shlex.quote(x) for x in args)
         new = section(text.splitlines(), cmd, a.note)
         tmp = res.with_name(res.name + ".tmp")
         tmp.write_text(merge(res.read_text(), new) if res.is_file() else new)

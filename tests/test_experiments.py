@@ -668,7 +668,8 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     assert list(secs) == ["## Setup", "## A", dr.SECTION, "## Where the runs are"] and "old A" in secs["## A"]
     body = "\n".join(secs[dr.SECTION])
     assert "Seeds after the choice." in body and "\n".join(before[2:]) in body and "seeds 1, 2 — trained by commit unknown" in body
-    assert any(l.startswith("- Updated by `python benchmarks/demo_rows.py --demo") for l in head)
+    assert any(l.startswith("- Updated by `python benchmarks/demo_rows.py --demo") and
+               "--note '(the paragraph above the table)'" in l and "Seeds after" not in l for l in head)
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_rows.py"), "--save-records", "--table-only"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip() == "error: --save-records needs --records FILE"
