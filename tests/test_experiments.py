@@ -741,7 +741,7 @@ def test_gap_rules_are_computed_from_the_numbers():
     text = "\n".join(gap._table(rows, ["loss_weight"], ["loss_weight", "batch_share"], {})
                      + gap._verdicts(rows, ["loss_weight"], ["loss_weight", "batch_share"], {}, 3))
     assert "| **combo: the options the rule chose on validation** (the recipe) | 44.00 ± 1.00 |" in text
-    assert "| shipped `synaug-plus` preset (select_rotate, share_schedule, ft_balanced) | 44.00 ± 0.00 |" in text
+    assert "| shipped `synaug-plus` preset (select_rotate, share_schedule, ft_balanced, ft_last) | 44.00 ± 0.00 |" in text
     assert "**replaced** — recipe validation 44.00 ± 0.00 (preset) vs 44.17 ± 0.76" in text
     assert "the recipe-validation set has 2000 images" in text
     assert "**NOT met** — the rule's combination is 20.0 points of gap closure short" in text

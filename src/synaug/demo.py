@@ -29,15 +29,17 @@ RUNS = ("ce", "synaug-sd14", "synaug-plus", "synaug-pool")
 #: the ``synaug-plus`` preset: what it adds to the paper recipe. Of the combinations measured beside the
 #: demo (``benchmarks/demo_rows.py``, 3 seeds, issue 17) the one with the highest recipe-validation score
 #: (:mod:`synaug.experiments.recipe_val`: 2,000 held-out real images per seed; never the test split); the
-#: gap experiment's section says whether its own rule still agrees.
+#: gap experiment's section says whether its own rule still agrees. ``finetune.start: last`` was added
+#: on recipe validation of seeds 7-10 (docs/results.md, "The shipped recipe beside the demo").
 PLUS = {"generate": {"select": {"selector": "rotate", "candidates": 10}},
         "train": {"synthetic": {"batch_share": 0.9, "batch_share_end": 0.25}},
-        "finetune": {"sampling": "class_balanced"}}
+        "finetune": {"sampling": "class_balanced", "start": "last"}}
 PLUS_NOTE = ("the paper recipe plus 10 x the SD 1.4 images, each epoch the next tenth (generate.select.selector "
              "rotate), a synthetic share per batch falling from 0.9 to 0.25 over the epochs "
              "(train.synthetic.batch_share / batch_share_end) and step 3 (the head) drawing from every real "
              "training image with class-balanced sampling instead of one balanced subset "
-             "(finetune.sampling class_balanced)")
+             "(finetune.sampling class_balanced), starting from the last training epoch instead of the one the "
+             "validation split picked (finetune.start last)")
 
 
 def base_config(epochs: int, quick: bool) -> dict:
