@@ -2,15 +2,18 @@
 
 Run folders (checkpoints, manifests) are large and stay out of git; a machine that loses them loses
 the seeds they hold. A *record* keeps what a results table reads from one finished run (top-1,
-many / medium / few, validation scores, minutes) with where it came from: the row's configuration
-digest, the commit that computed each stage (from the run's stage records), and the synaug
-commit, CPU, torch and date of the recording. A table may take a (seed, row) from a record
-when that run's folder is absent — but only if the record's configuration digest equals the digest
-of the configuration the code builds for that row today; a record of another configuration is
-reported and left out. The digest covers the configuration, not the code: a change in the code that
-moves results without touching the configuration is visible only through the commit in the record.
+many / medium / few, validation scores, minutes) with where it came from: the digest of the run's
+resolved configuration (its ``config.yaml`` without name and descriptions; the seed is part of it),
+the commit that computed each stage (from the run's stage records), and the synaug commit, CPU,
+torch and date of the recording.
 
-Format: JSON ``{"version": 1, "records": [{"seed", "row", "config_sha", "metrics": {...},
+Records are addressed by that digest, not by row name: a table asks for the digest of the
+configuration the code builds for a row today and takes a record (or a run folder) with that digest,
+whatever it was called when it ran. A record of an older configuration is never taken for today's
+row. The digest covers the configuration, not the code: a code change that moves results without
+touching the configuration is visible only through the commits in the record.
+
+Format: JSON ``{"version": 2, "records": [{"config_sha", "seed", "row", "metrics": {...},
 "provenance": {...}}, ...]}``, sorted by (row, seed), written atomically.
 """
 from __future__ import annotations
@@ -23,14 +26,23 @@ from ..errors import SynaugError
 from ..provenance import provenance
 from ..stages import fingerprint
 
-VERSION = 1
+VERSION = 2
 #: configuration keys that only name or describe a run
 NOT_RESULTS = ("name", "description", "generator_note")
 
 
-def config_sha(cfg: dict) -> str:
-    """Digest of a row's input configuration without its name and descriptions."""
-    return fingerprint({k: v for k, v in cfg.items() if k not in NOT_RESULTS})
+def config_sha(resolved: dict) -> str:
+    """Digest of a run's resolved configuration (a ``config.yaml`` / ``dump(RunConfig)``) without
+    its name and descriptions."""
+    return fingerprint({k: v for k, v in resolved.items() if k not in NOT_RESULTS})
+
+
+def folder_sha(run_dir: Path) -> str | None:
+    """:func:`config_sha` of a run folder's ``config.yaml`` (None without one)."""
+    import yaml
+
+    p = Path(run_dir) / "config.yaml"
+    return config_sha(yaml.safe_load(p.read_text())) if p.is_file() else None
 
 
 def run_provenance(run_dir: Path) -> dict:
@@ -63,40 +75,23 @@ def load(path: Path) -> list[dict]:
 
 
 def merge(path: Path, new: list[dict]) -> tuple[int, int]:
-    """Add ``new`` records to ``path``; a record of the same (seed, row) and configuration replaces
-    the old one; one of another configuration is an error (two experiments under one name).
-    Returns (added, replaced)."""
+    """Add ``new`` records to ``path``; a record of the same configuration digest replaces the old
+    one (the same run measured again). Returns (added, replaced)."""
     path = Path(path)
-    old = {(r["row"], r["seed"]): r for r in load(path)}
-    added = replaced = 0
-    for r in new:
-        k = (r["row"], r["seed"])
-        if k in old and old[k]["config_sha"] != r["config_sha"]:
-            raise SynaugError(f"{path}: row {r['row']!r} seed {r['seed']} is already recorded with another "
-                              f"configuration ({old[k]['config_sha']} vs {r['config_sha']}); "
-                              "write these records to another file")
-        replaced += k in old
-        added += k not in old
-        old[k] = r
+    old = {r["config_sha"]: r for r in load(path)}
+    added = sum(r["config_sha"] not in old for r in new)
+    old.update({r["config_sha"]: r for r in new})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"version": VERSION, "records": [old[k] for k in sorted(old)]}, indent=1) + "\n")
+    recs = sorted(old.values(), key=lambda r: (r["row"], r["seed"], r["config_sha"]))
+    tmp.write_text(json.dumps({"version": VERSION, "records": recs}, indent=1) + "\n")
     os.replace(tmp, path)
-    return added, replaced
+    return added, len(new) - added
 
 
-def usable(recs: list[dict], sha_of) -> tuple[dict, list[str]]:
-    """``{(row, seed): record}`` of the records whose digest is ``sha_of(row, seed)`` today, and a
-    line for each one left out."""
-    keep, dropped = {}, []
-    for r in recs:
-        want = sha_of(r["row"], r["seed"])
-        if want == r["config_sha"]:
-            keep[(r["row"], r["seed"])] = r
-        else:
-            dropped.append(f"{r['row']} seed {r['seed']} (recorded configuration {r['config_sha']}, today's "
-                           f"{want or 'unknown row'})")
-    return keep, dropped
+def by_digest(recs: list[dict]) -> dict[str, dict]:
+    """``{config_sha: record}``."""
+    return {r["config_sha"]: r for r in recs}
 
 
-__all__ = ["config_sha", "run_provenance", "load", "merge", "usable"]
+__all__ = ["config_sha", "folder_sha", "run_provenance", "load", "merge", "by_digest"]
