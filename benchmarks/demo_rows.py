@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     from synaug.experiments import records
     from synaug.experiments.demo_rows import parse, record_runs, run_row, section, table
     from synaug.experiments.results_file import merge
+    from synaug.io import write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", default="runs/demo-s{seed}", help="each seed's demo folder ({seed} is replaced)")
@@ -77,9 +78,7 @@ def main(argv=None) -> int:
             args[args.index("--note") + 1] = "(the paragraph above the table)"
         cmd = "python benchmarks/demo_rows.py " + " ".join(shlex.quote(x) for x in args)
         new = section(text.splitlines(), cmd, a.note)
-        tmp = res.with_name(res.name + ".tmp")
-        tmp.write_text(merge(res.read_text(), new) if res.is_file() else new)
-        tmp.replace(res)
+        write_text_atomic(res, merge(res.read_text(), new) if res.is_file() else new)
         print(f"{res}: section updated")
     return 0
 

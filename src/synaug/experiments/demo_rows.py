@@ -164,12 +164,12 @@ def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
     return out
 
 
-def _finished(d: Path) -> dict[str, Path]:
-    """``{configuration digest: run folder}`` of the finished runs in a demo folder."""
+def _finished(d: Path) -> dict[Path, str]:
+    """``{run folder: configuration digest}`` of the finished runs in a demo folder."""
     if not d.is_dir():
         return {}
     runs = [r for r in sorted(d.iterdir()) if (r / "metrics.json").is_file() and (r / "config.yaml").is_file()]
-    return {records.folder_sha(r): r for r in runs}
+    return {r: records.folder_sha(r) for r in runs}
 
 
 def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None = None):
@@ -183,15 +183,16 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
         folders, taken = _finished(d), set()
         for n in names:
             want = config_digest(n, s)
-            own = d / n if records.folder_sha(d / n) == want and (d / n / "metrics.json").is_file() else None
-            if own or want in folders:      # its own folder first; else one of the same configuration
-                taken.add(own or folders[want])
-                got[n][s] = collect(own or folders[want])
+            same = [r for r, sha in folders.items() if sha == want]
+            run = d / n if d / n in same else (same[-1] if same else None)   # its own folder first
+            if run is not None:
+                taken.add(run)
+                got[n][s] = collect(run)
             elif want in index:
                 got[n][s] = index[want]["metrics"]
                 used.append(index[want])
         dropped += [f"{d / n} (made with another configuration than today's {n})" for n in names
-                    if (d / n / "metrics.json").is_file() and d / n not in taken]
+                    if d / n in folders and d / n not in taken]
     return got, used, dropped
 
 

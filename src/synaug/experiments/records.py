@@ -19,10 +19,10 @@ Format: JSON ``{"version": 2, "records": [{"config_sha", "seed", "row", "metrics
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ..errors import SynaugError
+from ..io import write_text_atomic
 from ..provenance import provenance
 from ..stages import fingerprint
 
@@ -82,10 +82,8 @@ def merge(path: Path, new: list[dict]) -> tuple[int, int]:
     added = sum(r["config_sha"] not in old for r in new)
     old.update({r["config_sha"]: r for r in new})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     recs = sorted(old.values(), key=lambda r: (r["row"], r["seed"], r["config_sha"]))
-    tmp.write_text(json.dumps({"version": VERSION, "records": recs}, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"version": VERSION, "records": recs}, indent=1) + "\n")
     return added, len(new) - added
 
 
