@@ -11,7 +11,10 @@ epoch 2). Settings (how ``synaug`` is started):
                spin-then-sleep wait);
 * ``synaug``   no flag: synaug's default (``--omp-wait auto``: the wait policy decided from the
                load at start, the thread governor between epochs; ``synaug.threads``);
-* ``passive``  ``--omp-wait passive`` (synaug's default before issue 18);
+* ``passive``  ``--omp-wait passive`` (synaug's wait policy before issue 18);
+* ``old``      ``--omp-wait passive`` with ``$SYNAUG_CPU_BF16=0``: synaug's whole default before
+               issue 18 (passive wait, fp32), what the issue's "2x today's default" is measured against
+               (differs from ``passive`` only on a CPU where ``amp: auto`` picks bf16);
 * ``threads1`` ``--threads 1``;
 * ``active`` / ``spin10k`` / ``spin1k`` (optional): ``--omp-wait active``, and OpenMP's default
                with ``GOMP_SPINCOUNT=10000`` / ``1000`` (spin briefly, then sleep).
@@ -46,7 +49,8 @@ from pathlib import Path
 
 # setting -> (synaug flags, extra environment)
 SETTINGS = {"before": (["--omp-wait", "unset"], {}), "synaug": ([], {}), "threads1": (["--threads", "1"], {}),
-            "passive": (["--omp-wait", "passive"], {}), "active": (["--omp-wait", "active"], {}),
+            "passive": (["--omp-wait", "passive"], {}), "old": (["--omp-wait", "passive"], {"SYNAUG_CPU_BF16": "0"}),
+            "active": (["--omp-wait", "active"], {}),
             "spin10k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "10000"}),
             "spin1k": (["--omp-wait", "unset"], {"GOMP_SPINCOUNT": "1000"})}
 
@@ -104,7 +108,7 @@ def _data(tmp: Path, n: int, epochs: int) -> tuple[Path, Path]:
 def _env() -> dict:
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SYNAUG_THREADS",
-              "SYNAUG_OMP_WAIT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+              "SYNAUG_OMP_WAIT", "SYNAUG_CPU_BF16", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(k, None)
     return env
 
@@ -142,7 +146,8 @@ def _train(setting: str, manifest: Path, cfg: Path, out: Path, condition: str = 
     if p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
     hist = json.loads((out / "history.json").read_text())
-    cpu = json.loads((out / "summary.json").read_text()).get("cpu", {})
+    summ = json.loads((out / "summary.json").read_text())
+    cpu = {**summ.get("cpu", {}), "amp": (summ.get("amp") or {}).get("used", "off")}
     skip = 2 if condition == "late" else 1
     rates = [h["img_per_s"] for h in hist[skip:]] or [hist[-1]["img_per_s"]]
     return statistics.mean(rates), cpu
@@ -175,7 +180,8 @@ def main() -> None:
                 res[(s, c)].append(v)
                 gov = "; ".join(cpu_info[(s, c)].get("governor_events") or [])
                 print(f"  round {r + 1}: {s:<9} {c:<10} {v:7.1f} img/s  "
-                      f"[wait {cpu_info[(s, c)].get('omp_wait_policy') or 'unset'}{'; ' + gov if gov else ''}]",
+                      f"[wait {cpu_info[(s, c)].get('omp_wait_policy') or 'unset'}; amp {cpu_info[(s, c)]['amp']}"
+                      f"{'; ' + gov if gov else ''}]",
                       flush=True)
     _table(args, res, cpu_info, conds)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
@@ -204,6 +210,9 @@ def _table(args, res: dict, cpu_info: dict, conds: list[str]) -> None:
               + (f"{alone:.2f}x {'met' if alone >= 0.95 else 'NOT met'}" if alone is not None else "n/a")
               + (f"; synaug contended / alone >= 40 %: {100 * cont:.0f} % {'met' if cont >= 0.40 else 'NOT met'}"
                  if cont == cont else ""))
+    if {"synaug", "old"} <= set(args.settings):
+        q = med(x / y for x, y in zip(res[("synaug", "alone")], res[("old", "alone")]))
+        print(f"         synaug alone / old default (passive, fp32) alone >= 2x: {q:.2f}x {'met' if q >= 2 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -699,8 +699,51 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     assert r.returncode == 2 and r.stderr.strip() == "error: --save-records needs --records FILE"
     assert records.config_sha({**cfg, "description": "x", "name": "y"}) == records.config_sha(cfg)
     f.write_text('{"version": 2, "records": [{"seed": 0}]}')
-    with pytest.raises(SynaugError, match="not a records file of version 2"):
+    with pytest.raises(SynaugError, match="not a records file of version 2 or 3"):
         records.load(f)
+
+
+def test_demo_rows_records_are_keyed_by_the_precision_the_run_trained_in(tmp_path, monkeypatch):
+    """``amp: auto`` is one configuration that trains in bf16 on a CPU with bf16 units and in fp32
+    elsewhere: a table takes a folder or record only in the precision the row would train in here,
+    and a bf16 record never replaces the fp32 one of the same configuration."""
+    from synaug.experiments import demo_rows as dr
+    from synaug.experiments import records
+
+    rows = ["plus+loss_weight"]
+    tops = {"ce": 0.2, "synaug-sd14": 0.4, "synaug-plus": 0.45, "synaug-pool": 0.6, "plus+loss_weight": 0.5}
+    for n, top in tops.items():
+        _fake_demo_run(tmp_path / "fp32", 0, n, top, 0.4)           # no training summary: fp32
+        d = _fake_demo_run(tmp_path / "bf16", 0, n, top + 0.05, 0.4)
+        (d / "train").mkdir()
+        (d / "train" / "summary.json").write_text(json.dumps({"amp": {"requested": "auto", "used": "bf16"}}))
+    fp32, bf16 = {0: tmp_path / "fp32" / "s0"}, {0: tmp_path / "bf16" / "s0"}
+    f = tmp_path / "rec.json"
+    monkeypatch.setenv("SYNAUG_CPU_BF16", "0")
+    recs32 = dr.record_runs(fp32, rows)
+    assert {r["amp"] for r in recs32} == {"off"} and records.merge(f, recs32) == (5, 0)
+    assert dr.today_amp("ce", 0) == "off"
+    md = "\n".join(dr.table(bf16, rows))                          # bf16 folders, an fp32 machine
+    assert md.startswith("(no seed has every row finished)")
+    assert f"{bf16[0] / 'ce'} (trained in bf16, where ce trains in fp32 here)" in md
+    md = "\n".join(dr.table(bf16, rows, records.load(f)))          # ... the fp32 records stand in
+    assert "Seeds 0 (each row" in md and "Runs taken from records" in md and "| 20.00 |" in md
+    assert "Training precision of every row: fp32 (amp: auto -> fp32: $SYNAUG_CPU_BF16=0)" in md
+    monkeypatch.setenv("SYNAUG_CPU_BF16", "1")                       # a CPU with bf16 units
+    assert dr.today_amp("ce", 0) == "bf16"
+    md = "\n".join(dr.table(bf16, rows, records.load(f)))
+    assert "| 25.00 |" in md and "Runs taken from records" not in md and "Run folders left out" not in md
+    assert "Training precision of every row: bf16 (amp: auto -> bf16: $SYNAUG_CPU_BF16=1)" in md
+    assert dr.table({0: tmp_path / "none"}, rows, records.load(f))[0] == "(no seed has every row finished)"
+    recs16 = dr.record_runs(bf16, rows)
+    assert [r["config_sha"] for r in recs16] == [r["config_sha"] for r in recs32]   # one configuration ...
+    assert records.merge(f, recs16) == (5, 0) and len(records.load(f)) == 10        # ... two computations
+    assert json.loads(f.read_text())["version"] == records.VERSION == 3
+    v2 = tmp_path / "v2.json"                                         # before records carried the precision
+    v2.write_text(json.dumps({"version": 2, "records": [{k: v for k, v in r.items() if k != "amp"} for r in recs32]}))
+    assert [r["amp"] for r in records.load(v2)] == ["off"] * 5
+    monkeypatch.setenv("SYNAUG_CPU_BF16", "0")
+    assert dr.table({0: tmp_path / "none"}, rows, records.load(v2))[0].startswith("Seeds 0 (each row")
 
 
 def test_provenance_commit_is_synaugs_own_checkout_or_unknown(tmp_path):

@@ -143,11 +143,32 @@ def config_of(name: str, seed: int, epochs: int = 22) -> dict | None:
 
 def config_digest(name: str, seed: int) -> str | None:
     """:func:`~synaug.experiments.records.config_sha` of the resolved configuration the row runs today."""
-    from ..config import dump
+    cfg = _run_config(name, seed)
+    return None if cfg is None else records.config_sha(json.loads(json.dumps(_dump(cfg))))
+
+
+def today_amp(name: str, seed: int) -> str | None:
+    """The precision the row's training would use on this machine (its ``train.amp`` resolved for the
+    CPU: ``auto`` is bf16 where the CPU has bf16 units, else ``off``; ``$SYNAUG_CPU_BF16`` overrides)."""
+    import torch
+
+    from ..train.precision import resolve_amp
+
+    cfg = _run_config(name, seed)
+    return None if cfg is None else resolve_amp(cfg.train.amp, torch.device("cpu"))[0]
+
+
+def _run_config(name: str, seed: int):
     from ..run import load_run_config
 
     cfg = config_of(name, seed)
-    return None if cfg is None else records.config_sha(json.loads(json.dumps(dump(load_run_config(None, base=cfg)))))
+    return None if cfg is None else load_run_config(None, base=cfg)
+
+
+def _dump(cfg):
+    from ..config import dump
+
+    return dump(cfg)
 
 
 def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
@@ -159,31 +180,33 @@ def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
             if (d / n / "metrics.json").is_file():
                 sha = records.folder_sha(d / n)
                 label = n if sha == config_digest(n, s) else f"{n} (an earlier configuration)"
-                out.append({"config_sha": sha, "seed": s, "row": label, "metrics": collect(d / n),
+                out.append({"config_sha": sha, "amp": records.folder_amp(d / n), "seed": s, "row": label,
+                            "metrics": collect(d / n),
                             "provenance": records.run_provenance(d / n)})
     return out
 
 
-def _finished(d: Path) -> dict[Path, str]:
-    """``{run folder: configuration digest}`` of the finished runs in a demo folder."""
+def _finished(d: Path) -> dict[Path, tuple[str, str]]:
+    """``{run folder: (configuration digest, precision)}`` of the finished runs in a demo folder."""
     if not d.is_dir():
         return {}
     runs = [r for r in sorted(d.iterdir()) if (r / "metrics.json").is_file() and (r / "config.yaml").is_file()]
-    return {r: records.folder_sha(r) for r in runs}
+    return {r: (records.folder_sha(r), records.folder_amp(r)) for r in runs}
 
 
 def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None = None):
     """``{row: {seed: metrics}}``: each row at each seed is the finished run whose configuration digest
-    is the one the row has today — a run folder of the seed's demo folder (any name), else a record.
-    Also the records used and a line for each folder of the row's name made with another configuration."""
-    index = records.by_digest(recs or [])
+    is the one the row has today, trained in the precision the row would use here — a run folder of
+    the seed's demo folder (any name), else a record. Also the records used and a line for each folder
+    of the row's name made with another configuration or precision."""
+    index = records.by_key(recs or [])
     got: dict[str, dict] = {n: {} for n in names}
     used, dropped = [], []
     for s, d in demo_dirs.items():
         folders, taken = _finished(d), set()
         for n in names:
-            want = config_digest(n, s)
-            same = [r for r, sha in folders.items() if sha == want]
+            want = (config_digest(n, s), today_amp(n, s))
+            same = [r for r, k in folders.items() if k == want]
             run = d / n if d / n in same else (same[-1] if same else None)   # its own folder first
             if run is not None:
                 taken.add(run)
@@ -191,9 +214,27 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
             elif want in index:
                 got[n][s] = index[want]["metrics"]
                 used.append(index[want])
-        dropped += [f"{d / n} (made with another configuration than today's {n})" for n in names
+        dropped += [f"{d / n} ({_why_not(folders[d / n], n, s)})" for n in names
                     if d / n in folders and d / n not in taken]
     return got, used, dropped
+
+
+def _why_not(have: tuple[str, str], name: str, seed: int) -> str:
+    if have[0] != config_digest(name, seed):
+        return f"made with another configuration than today's {name}"
+    return f"trained in {_AMP.get(have[1], have[1])}, where {name} trains in {_AMP.get(today_amp(name, seed))} here"
+
+
+def _precision_line(seed: int) -> str:
+    import torch
+
+    from ..train.precision import resolve_amp
+
+    amp = today_amp("ce", seed)
+    return f"{_AMP.get(amp, amp)} ({resolve_amp('auto', torch.device('cpu'))[1]})"
+
+
+_AMP = {"off": "fp32", "bf16": "bf16", "bf16-emulated": "emulated bf16", "fp16": "fp16"}
 
 
 def _record_lines(used: list[dict], dropped: list[str]) -> list[str]:
@@ -229,7 +270,8 @@ def table(demo_dirs: dict[int, Path], rows: list[str], recs: list[dict] | None =
     ce, real = col("ce", "top1"), col("synaug-pool", "top1")
     md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them). Synthetic rows: Stable Diffusion 1.4 "
           "images of the CIFAR-10 classes (CIFAKE, the demo's pool); the reference row: held-out real CIFAR-10 "
-          "training images.", *_record_lines(used, dropped), "",
+          f"training images. Training precision of every row: {_precision_line(seeds[0])}.",
+          *_record_lines(used, dropped), "",
           "| row | top-1 (%) | many | medium | few | val. mean-class (%) | recipe val. (%) | wall time (min) | "
           "gap closed (%) | top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:

@@ -13,8 +13,14 @@ whatever it was called when it ran. A record of an older configuration is never 
 row. The digest covers the configuration, not the code: a code change that moves results without
 touching the configuration is visible only through the commits in the record.
 
-Format: JSON ``{"version": 2, "records": [{"config_sha", "seed", "row", "metrics": {...},
-"provenance": {...}}, ...]}``, sorted by (row, seed), written atomically.
+A record is keyed by its digest **and the precision its training ran in** (``amp``: the resolved
+``train.amp`` of the run's ``train/summary.json``, ``off`` = fp32): the default ``amp: auto`` is one
+configuration that trains in bf16 on a CPU with bf16 units and in fp32 elsewhere, so the same digest
+names two computations. A table takes a record only in the precision the row would run in here.
+
+Format: JSON ``{"version": 3, "records": [{"config_sha", "amp", "seed", "row", "metrics": {...},
+"provenance": {...}}, ...]}``, sorted by (row, seed), written atomically. Version-2 files (no ``amp``)
+are read as fp32: every version-2 record was made on CPUs without bf16 units, where ``auto`` is fp32.
 """
 from __future__ import annotations
 
@@ -26,7 +32,9 @@ from ..io import write_text_atomic
 from ..provenance import provenance
 from ..stages import fingerprint
 
-VERSION = 2
+VERSION = 3
+#: versions :func:`load` reads (2: before records carried ``amp``; all fp32)
+READS = (2, 3)
 #: configuration keys that only name or describe a run
 NOT_RESULTS = ("name", "description", "generator_note")
 
@@ -43,6 +51,21 @@ def folder_sha(run_dir: Path) -> str | None:
 
     p = Path(run_dir) / "config.yaml"
     return config_sha(yaml.safe_load(p.read_text())) if p.is_file() else None
+
+
+def folder_amp(run_dir: Path) -> str:
+    """The precision a run folder's training used (``off`` = fp32, ``bf16``, ...), from its
+    ``train/summary.json``; ``off`` for a run without a training summary."""
+    p = Path(run_dir) / "train" / "summary.json"
+    try:
+        return (json.loads(p.read_text()).get("amp") or {}).get("used", "off")
+    except (OSError, ValueError):
+        return "off"
+
+
+def key(rec: dict) -> tuple[str, str]:
+    """What addresses a record: ``(config_sha, amp)``."""
+    return rec["config_sha"], rec.get("amp", "off")
 
 
 def run_provenance(run_dir: Path) -> dict:
@@ -67,29 +90,29 @@ def load(path: Path) -> list[dict]:
     try:
         data = json.loads(path.read_text())
         recs = data["records"]
-        if data.get("version") != VERSION or not all({"seed", "row", "config_sha", "metrics"} <= set(r) for r in recs):
+        if data.get("version") not in READS or not all({"seed", "row", "config_sha", "metrics"} <= set(r) for r in recs):
             raise ValueError("unexpected layout")
     except (ValueError, KeyError, TypeError) as e:
-        raise SynaugError(f"{path}: not a records file of version {VERSION} ({e})") from None
-    return recs
+        raise SynaugError(f"{path}: not a records file of version {' or '.join(map(str, READS))} ({e})") from None
+    return [{**r, "amp": r.get("amp", "off")} for r in recs]
 
 
 def merge(path: Path, new: list[dict]) -> tuple[int, int]:
-    """Add ``new`` records to ``path``; a record of the same configuration digest replaces the old
-    one (the same run measured again). Returns (added, replaced)."""
+    """Add ``new`` records to ``path``; a record of the same configuration digest and precision
+    replaces the old one (the same run measured again). Returns (added, replaced)."""
     path = Path(path)
-    old = {r["config_sha"]: r for r in load(path)}
-    added = sum(r["config_sha"] not in old for r in new)
-    old.update({r["config_sha"]: r for r in new})
+    old = {key(r): r for r in load(path)}
+    added = sum(key(r) not in old for r in new)
+    old.update({key(r): r for r in new})
     path.parent.mkdir(parents=True, exist_ok=True)
-    recs = sorted(old.values(), key=lambda r: (r["row"], r["seed"], r["config_sha"]))
+    recs = sorted(old.values(), key=lambda r: (r["row"], r["seed"], r["amp"], r["config_sha"]))
     write_text_atomic(path, json.dumps({"version": VERSION, "records": recs}, indent=1) + "\n")
     return added, len(new) - added
 
 
-def by_digest(recs: list[dict]) -> dict[str, dict]:
-    """``{config_sha: record}``."""
-    return {r["config_sha"]: r for r in recs}
+def by_key(recs: list[dict]) -> dict[tuple[str, str], dict]:
+    """``{(config_sha, amp): record}``."""
+    return {key(r): r for r in recs}
 
 
-__all__ = ["config_sha", "folder_sha", "run_provenance", "load", "merge", "by_digest"]
+__all__ = ["config_sha", "folder_sha", "folder_amp", "key", "run_provenance", "load", "merge", "by_key"]
