@@ -5,7 +5,7 @@
     for s in 0 1 2; do .venv/bin/synaug demo --seed $s --out runs/demo-s$s; done
     .venv/bin/python benchmarks/demo_rows.py --demo 'runs/demo-s{seed}' --seeds 0 1 2 \\
         --rows plus+select_rotate sd14+select_rotate [--table-only] [--md out.md]
-        [--records docs/records/demo-rows.json [--save-records]] [--results docs/results.md [--note TEXT]]
+        [--records docs/records/demo-rows.json [--save-records]] [--results docs/results.md [--note TEXT] [--title TEXT]]
 
 ``--records``: a committed ledger (:mod:`synaug.experiments.records`); a (seed, row) whose run folder
 is absent is taken from it when its configuration is today's. ``--save-records`` first writes every
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save-records", action="store_true", help="write the finished runs into --records first")
     ap.add_argument("--results", default=None, help="merge the table into this results file as its own section")
     ap.add_argument("--note", default="", help="a paragraph put above the table in --results")
+    ap.add_argument("--title", default="", help="the section's heading in --results (default: the shipped "
+                    "recipe's section; another title adds a section, e.g. for other seeds or another CPU)")
     a = ap.parse_args(argv)
     try:
         for r in a.rows:
@@ -76,8 +78,10 @@ def main(argv=None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
         if "--note" in args[:-1]:   # the paragraph itself stands above the table
             args[args.index("--note") + 1] = "(the paragraph above the table)"
+        if "--title" in args[:-1]:
+            args[args.index("--title") + 1] = "(the section's heading)"
         cmd = "python benchmarks/demo_rows.py " + " ".join(shlex.quote(x) for x in args)
-        new = section(text.splitlines(), cmd, a.note)
+        new = section(text.splitlines(), cmd, a.note, a.title)
         write_text_atomic(res, merge(res.read_text(), new) if res.is_file() else new)
         print(f"{res}: section updated")
     return 0

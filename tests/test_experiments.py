@@ -631,6 +631,7 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     after the folders are gone the table is unchanged; a folder of an older configuration is left out."""
     from synaug.experiments import demo_rows as dr
     from synaug.experiments import records
+    from synaug.experiments.results_file import merge as merge_results
     from synaug.experiments.results_file import split_sections
     from synaug.provenance import commit
     from synaug.stages import Stages
@@ -692,6 +693,10 @@ def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(t
     body = "\n".join(secs[dr.SECTION])
     assert "Seeds after the choice." in body and "\n".join(before[2:]) in body and "seeds 1, 2 — trained by commit" in body
     assert secs[dr.SECTION][-1] == ""                                 # a blank line before the next heading
+    other = merge_results(res.read_text(), dr.section(["| t |"], "cmd", "n", title="Other seeds"))
+    _, secs2 = split_sections(other)                                  # another title: a section beside it
+    assert list(secs2) == ["## Setup", "## A", dr.SECTION, "## Other seeds", "## Where the runs are"]
+    assert secs2[dr.SECTION] == secs[dr.SECTION] and secs2["## Other seeds"][:5] == ["## Other seeds", "", "n", "", "| t |"]
     assert any(l.startswith("- Updated by `python benchmarks/demo_rows.py --demo") and
                "--note '(the paragraph above the table)'" in l and "Seeds after" not in l for l in head)
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_rows.py"), "--save-records", "--table-only"],

@@ -64,11 +64,13 @@ def test_auto_decides_the_wait_policy_from_the_load_at_start(monkeypatch, busy, 
     assert env.get("OMP_WAIT_POLICY") == policy and reason in out["omp_wait_reason"]
     assert len(calls) == (2 if busy is not None and busy >= threads.BUSY_CORES else 1)
     calls.clear()
-    assert out["adaptive"] is (policy is None)       # the governor watches a spinning team only
+    assert out["adaptive"] is (policy is None)       # the governor watches a spinning team only ...
+    assert out["auto"] is True and out["busy_at_start"] is (policy == "PASSIVE")   # ... or a bf16 step
     # nothing to decide: one thread never waits at a barrier; a command without parallel work
     for env, probe in (({"OMP_NUM_THREADS": "1"}, True), ({}, False)):
         out = configure(None, None, env, probe=probe)
         assert "OMP_WAIT_POLICY" not in env and not calls and out["adaptive"] is False
+        assert out["busy_at_start"] is False
 
 
 def test_load_meter_counts_other_processes_not_our_own_work(monkeypatch):
@@ -143,6 +145,43 @@ def test_governor_drops_to_one_thread_under_contention_and_comes_back():
         assert torch.get_num_threads() == 2
         off = threads.ThreadGovernor(enabled=False, meter=FakeMeter([1.5]))
         assert off.check() is None and torch.get_num_threads() == 2 and off.summary()["governor"] is False
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_a_bf16_step_is_governed_under_auto_passive_too_and_starts_at_one_thread_when_busy(monkeypatch):
+    """Two passive threads of a bf16 step collapse beside a competitor (bench_contention.py: 12 % of
+    alone; one thread 43 %): under ``auto`` the governor then acts although the team is passive, and
+    a run that starts on a busy machine starts at one thread. fp32 steps keep the passive team."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    busy_passive = {"adaptive": False, "auto": True, "busy_at_start": True}
+    try:
+        monkeypatch.setattr(threads, "applied", dict(busy_passive))
+        fp32 = threads.ThreadGovernor(meter=FakeMeter([1.5]))
+        assert fp32.meter is None and fp32.check() is None and torch.get_num_threads() == 2
+        bf16 = threads.ThreadGovernor(meter=FakeMeter([1.5, 0.1, 0.9]), passive_collapses=True)
+        assert torch.get_num_threads() == 1 and bf16.events[0].startswith("start: cores busy")
+        seen = []
+        for _ in range(3):
+            bf16.check()
+            seen.append(torch.get_num_threads())
+        assert seen == [1, 2, 1]                  # still busy; the competitor left; it came back
+        bf16.close()
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(threads, "applied", {"adaptive": True, "auto": True, "busy_at_start": False})
+        idle = threads.ThreadGovernor(meter=FakeMeter([0.9]), passive_collapses=True)   # spin: starts full
+        assert torch.get_num_threads() == 2 and idle.events == [] and idle.meter is not None
+        idle.check()
+        assert torch.get_num_threads() == 1
+        idle.close()
+        monkeypatch.setattr(threads, "applied", {"adaptive": False, "auto": False, "busy_at_start": False})
+        user = threads.ThreadGovernor(meter=FakeMeter([1.5]), passive_collapses=True)   # --omp-wait passive
+        assert user.meter is None and torch.get_num_threads() == 2
+        applied = configure(wait="auto", environ={}, probe=False)   # nothing probed: not auto's choice
+        assert applied["auto"] is False and applied["busy_at_start"] is False
     finally:
         torch.set_num_threads(n)
 

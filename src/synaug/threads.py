@@ -33,8 +33,10 @@ Knobs (CLI flag > environment variable > default):
                                                 ``unset`` (OpenMP's own default)
 =====================  ======================  ==========================================
 
-The governor acts only under ``auto`` with more than one thread and a spinning policy; an
-explicit ``--threads`` or ``--omp-wait`` turns it off. Changing the thread count can change the
+The governor acts only under ``auto`` with more than one thread and a spinning policy - or, for a
+bf16 step, under ``auto``'s passive choice too (two passive threads of a bf16 step collapse beside a
+competitor, one does not: :class:`ThreadGovernor`); an explicit ``--threads`` or ``--omp-wait``
+turns it off. Changing the thread count can change the
 last bits of reductions (as ``--threads`` always could), so a run whose thread count the governor
 changed is not bit-identical to one it left alone; pin ``--threads`` for bit-exact reruns.
 """
@@ -189,9 +191,12 @@ def configure(threads: Optional[str | int] = None, wait: Optional[str] = None,
     -------
     dict
         ``{"threads": int | "auto", "omp_wait_policy": str | None, "omp_wait_reason": str,
-        "before_torch": bool, "adaptive": bool}``; ``before_torch`` False means torch was
-        already imported, so the wait policy could not take effect (the thread count still
-        does, through ``torch.set_num_threads``); ``adaptive``: the :class:`ThreadGovernor` may act.
+        "before_torch": bool, "adaptive": bool, "auto": bool, "busy_at_start": bool}``;
+        ``before_torch`` False means torch was already imported, so the wait policy could not take
+        effect (the thread count still does, through ``torch.set_num_threads``); ``adaptive``: the
+        :class:`ThreadGovernor` may act; ``auto``: both knobs were left to ``auto`` (the governor may
+        act for a step whose passive team collapses too); ``busy_at_start``: ``auto`` chose passive
+        because other processes kept the cores busy (or the load was unknown).
     """
     env = os.environ if environ is None else environ
     t = str(threads if threads is not None else env.get(ENV_THREADS) or "auto").strip().lower()
@@ -224,11 +229,13 @@ def configure(threads: Optional[str | int] = None, wait: Optional[str] = None,
         import torch
 
         torch.set_num_threads(n)
-    adaptive = (w == "auto" and t == "auto" and not user_policy and "OMP_NUM_THREADS" not in env
-                and reason != NOT_PROBED and env.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE")
+    chosen = (w == "auto" and t == "auto" and not user_policy and "OMP_NUM_THREADS" not in env
+              and reason != NOT_PROBED)
+    passive = env.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     applied.clear()
     applied.update(threads=n if n is not None else "auto", omp_wait_policy=env.get("OMP_WAIT_POLICY"),
-                   omp_wait_reason=reason, before_torch=before, adaptive=adaptive)
+                   omp_wait_reason=reason, before_torch=before, adaptive=chosen and not passive,
+                   auto=chosen, busy_at_start=chosen and passive)
     return dict(applied)
 
 
@@ -247,7 +254,12 @@ class ThreadGovernor:
     stay under :data:`IDLE_CORES`.
 
     Active only where :func:`configure` chose the policy under ``auto``, the team spins (not
-    passive) and has more than one thread; otherwise :meth:`check` does nothing.
+    passive) and has more than one thread; otherwise :meth:`check` does nothing. A step whose
+    team collapses beside other processes even when passive (``passive_collapses``: bf16 autocast
+    on a CPU, where every layer adds casts - measured on a 2-core AMD EPYC with AVX512-BF16: two
+    passive threads kept 12 % of their speed alone beside a 2-thread competitor, one thread 43 %
+    of it) is governed under ``auto``'s passive choice too, and starts at one thread when the
+    machine was busy at start.
 
     Parameters
     ----------
@@ -255,19 +267,32 @@ class ThreadGovernor:
         Force on / off (tests); default: as :func:`configure` decided.
     meter : LoadMeter, optional
         Where the load is read (tests pass a stand-in).
+    passive_collapses : bool
+        The run's step collapses beside other processes under a passive team as well (bf16 on CPU).
+    busy_at_start : bool, optional
+        Other processes kept the cores busy when the process started (tests); default: as
+        :func:`configure` found.
     """
 
-    def __init__(self, enabled: Optional[bool] = None, meter=None):
+    def __init__(self, enabled: Optional[bool] = None, meter=None, passive_collapses: bool = False,
+                 busy_at_start: Optional[bool] = None):
         import torch
 
         restore_threads()  # a run before this one in the process may have ended at one thread
         self.full = torch.get_num_threads()
-        on = applied.get("adaptive", False) if enabled is None else enabled
-        self.meter = (meter or LoadMeter()) if on and self.full > 1 else None
+        if enabled is None:
+            enabled = applied.get("adaptive", False) or (passive_collapses and applied.get("auto", False))
+        self.meter = (meter or LoadMeter()) if enabled and self.full > 1 else None
         if self.meter is not None and not self.meter.available:
             self.meter = None
         self.events: list[str] = []
         self.checks = 0
+        busy = applied.get("busy_at_start", False) if busy_at_start is None else busy_at_start
+        if self.meter is not None and passive_collapses and busy:
+            _lowered["from"] = self.full
+            torch.set_num_threads(1)
+            self.events.append("start: cores busy with other processes at start and a bf16 step "
+                               "(its team collapses beside them even when passive): 1 thread")
 
     def check(self, log=None) -> Optional[str]:
         """Read the load since the last check and set the thread count; returns what changed."""

@@ -290,7 +290,7 @@ class _Training:
         self.scaler = torch.amp.GradScaler(dev.type) if self.amp == "fp16" else None
         mode, mode_why = choose_mode(cfg, dev, self.world, self.algo, self.amp)
         self.plan = {"mode": mode, "why": mode_why, "compile": compiled, "compile_why": compile_why}
-        self.governor = ThreadGovernor() if dev.type == "cpu" else None
+        self.governor = ThreadGovernor(passive_collapses=self.amp == "bf16") if dev.type == "cpu" else None
         for epoch in range(self.start, self.total_epochs):
             row = self._epoch(epoch)
             for cb in callbacks:

@@ -1,8 +1,8 @@
 """Mixed precision and compilation chosen per device: ``amp: auto`` and ``compile: auto``.
 
 ``amp: auto`` (the default) uses bf16 autocast only where the hardware runs bf16 matrix work
-natively - CPUs with AMX-BF16 or AVX512-BF16 units (oneDNN's bf16 kernels; measured 1.6x fp32
-training on such a CPU), CUDA devices of compute capability 8.0 and newer - and fp32 elsewhere:
+natively - CPUs with AMX-BF16 or AVX512-BF16 units (oneDNN's bf16 kernels; training measured 1.6x
+fp32 on an Intel CPU with AMX, 1.76x on an AMD EPYC with AVX512-BF16), CUDA devices of compute capability 8.0 and newer - and fp32 elsewhere:
 on a CPU without those units bf16 training is *slower* than fp32 (ResNet-32, batch 128): 12x slower
 with AVX2 only (AMD EPYC Zen 3: oneDNN's reference kernels), 2.3x slower with AVX-512 but no bf16
 units (Intel Xeon, where oneDNN reports bf16 support but converts in software). The choice and its
