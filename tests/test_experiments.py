@@ -734,7 +734,7 @@ def test_demo_rows_records_are_keyed_by_the_precision_the_run_trained_in(tmp_pat
     md = "\n".join(dr.table(bf16, rows, records.load(f)))          # ... the fp32 records stand in
     assert "Seeds 0 (each row" in md and "Runs taken from records" in md and "| 20.00 |" in md
     assert "Training precision of every row: fp32 (amp: auto -> fp32: $SYNAUG_CPU_BF16=0)" in md
-    monkeypatch.setenv("SYNAUG_CPU_BF16", "1")                       # a CPU with bf16 units
+    monkeypatch.setenv("SYNAUG_CPU_BF16", "1")                       # the bf16 opt-in
     assert dr.today_amp("ce", 0) == "bf16"
     md = "\n".join(dr.table(bf16, rows, records.load(f)))
     assert "| 25.00 |" in md and "Runs taken from records" not in md and "Run folders left out" not in md

@@ -143,8 +143,10 @@ def config_of(name: str, seed: int, epochs: int = 22) -> dict | None:
 
 def config_digest(name: str, seed: int) -> str | None:
     """:func:`~synaug.experiments.records.config_sha` of the resolved configuration the row runs today."""
+    from ..config import dump
+
     cfg = _run_config(name, seed)
-    return None if cfg is None else records.config_sha(json.loads(json.dumps(_dump(cfg))))
+    return None if cfg is None else records.config_sha(json.loads(json.dumps(dump(cfg))))
 
 
 def today_amp(name: str, seed: int) -> str | None:
@@ -163,12 +165,6 @@ def _run_config(name: str, seed: int):
 
     cfg = config_of(name, seed)
     return None if cfg is None else load_run_config(None, base=cfg)
-
-
-def _dump(cfg):
-    from ..config import dump
-
-    return dump(cfg)
 
 
 def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
@@ -222,7 +218,8 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
 def _why_not(have: tuple[str, str], name: str, seed: int) -> str:
     if have[0] != config_digest(name, seed):
         return f"made with another configuration than today's {name}"
-    return f"trained in {_AMP.get(have[1], have[1])}, where {name} trains in {_AMP.get(today_amp(name, seed))} here"
+    here = today_amp(name, seed)
+    return f"trained in {_AMP.get(have[1], have[1])}, where {name} trains in {_AMP.get(here, here)} here"
 
 
 def _precision_line(seed: int) -> str:
