@@ -16,7 +16,8 @@ epoch 2). Settings (how ``synaug`` is started):
                training (the opt-in; ``amp: auto`` keeps fp32 on CPUs), governed as a bf16 step;
 * ``old``      ``--omp-wait passive`` with ``$SYNAUG_CPU_BF16=0``: synaug's whole default before
                issue 18 (passive wait, fp32), what the issue's "2x today's default" is measured against
-               (differs from ``passive`` only on a CPU where ``amp: auto`` picks bf16);
+               (the same computation as ``passive`` since ``amp: auto`` keeps fp32 on CPUs; pinned
+               so that the comparison does not move with the default);
 * ``threads1`` ``--threads 1``;
 * ``active`` / ``spin10k`` / ``spin1k`` (optional): ``--omp-wait active``, and OpenMP's default
                with ``GOMP_SPINCOUNT=10000`` / ``1000`` (spin briefly, then sleep).
