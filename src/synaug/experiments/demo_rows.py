@@ -143,28 +143,29 @@ def config_of(name: str, seed: int, epochs: int = 22) -> dict | None:
 
 def config_digest(name: str, seed: int) -> str | None:
     """:func:`~synaug.experiments.records.config_sha` of the resolved configuration the row runs today."""
-    from ..config import dump
-
-    cfg = _run_config(name, seed)
-    return None if cfg is None else records.config_sha(json.loads(json.dumps(dump(cfg))))
+    return _today(name, seed)[0]
 
 
 def today_amp(name: str, seed: int) -> str | None:
     """The precision the row's training would use on this machine (its ``train.amp`` resolved for the
-    CPU: ``auto`` is bf16 where the CPU has bf16 units, else ``off``; ``$SYNAUG_CPU_BF16`` overrides)."""
+    CPU: ``auto`` is fp32 on CPUs; ``$SYNAUG_CPU_BF16=1`` opts in to bf16)."""
+    return _today(name, seed)[1]
+
+
+def _today(name: str, seed: int) -> tuple[str | None, str | None, str]:
+    """``(configuration digest, precision, why)`` of the row as it runs today, from one config load."""
     import torch
 
+    from ..config import dump
+    from ..run import load_run_config
     from ..train.precision import resolve_amp
 
-    cfg = _run_config(name, seed)
-    return None if cfg is None else resolve_amp(cfg.train.amp, torch.device("cpu"))[0]
-
-
-def _run_config(name: str, seed: int):
-    from ..run import load_run_config
-
-    cfg = config_of(name, seed)
-    return None if cfg is None else load_run_config(None, base=cfg)
+    raw = config_of(name, seed)
+    if raw is None:
+        return None, None, ""
+    cfg = load_run_config(None, base=raw)
+    amp, why = resolve_amp(cfg.train.amp, torch.device("cpu"))
+    return records.config_sha(json.loads(json.dumps(dump(cfg)))), amp, why
 
 
 def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
@@ -201,7 +202,7 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
     for s, d in demo_dirs.items():
         folders, taken = _finished(d), set()
         for n in names:
-            want = (config_digest(n, s), today_amp(n, s))
+            want = _today(n, s)[:2]
             same = [r for r, k in folders.items() if k == want]
             run = d / n if d / n in same else (same[-1] if same else None)   # its own folder first
             if run is not None:
@@ -210,25 +211,20 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
             elif want in index:
                 got[n][s] = index[want]["metrics"]
                 used.append(index[want])
-        dropped += [f"{d / n} ({_why_not(folders[d / n], n, s)})" for n in names
+        dropped += [f"{d / n} ({_why_not(folders[d / n], _today(n, s)[:2], n)})" for n in names
                     if d / n in folders and d / n not in taken]
     return got, used, dropped
 
 
-def _why_not(have: tuple[str, str], name: str, seed: int) -> str:
-    if have[0] != config_digest(name, seed):
+def _why_not(have: tuple[str, str], want: tuple[str, str], name: str) -> str:
+    if have[0] != want[0]:
         return f"made with another configuration than today's {name}"
-    here = today_amp(name, seed)
-    return f"trained in {_AMP.get(have[1], have[1])}, where {name} trains in {_AMP.get(here, here)} here"
+    return f"trained in {_AMP.get(have[1], have[1])}, where {name} trains in {_AMP.get(want[1], want[1])} here"
 
 
 def _precision_line(seed: int) -> str:
-    import torch
-
-    from ..train.precision import resolve_amp
-
-    amp = today_amp("ce", seed)
-    return f"{_AMP.get(amp, amp)} ({resolve_amp('auto', torch.device('cpu'))[1]})"
+    _, amp, why = _today("ce", seed)
+    return f"{_AMP.get(amp, amp)} ({why})"
 
 
 _AMP = {"off": "fp32", "bf16": "bf16", "bf16-emulated": "emulated bf16", "fp16": "fp16"}
