@@ -231,6 +231,7 @@ def _train(d: Path, out: str, *flags, env_extra=None):
 
 def test_cli_flags_are_applied_before_torch_starts(tiny_train):
     cpu = _train(tiny_train, "flags", "--threads", "1", "--omp-wait", "active")
+    assert cpu.pop("malloc")["malloc"] == "tuned"   # synaug.allocator, glibc here
     assert cpu == {"threads": 1, "omp_wait_policy": "ACTIVE", "omp_wait_reason": "--omp-wait active",
                    "configured_before_torch": True, "governor": False, "governor_events": []}
 

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         command = argv[pos] if pos < len(argv) else None
         probe = command in _PARALLEL_COMMANDS and not {"-h", "--help"} & set(argv)
         configure(opts.get("threads"), opts.get("omp_wait"), probe=probe)
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
     except SynaugError as e:
         print(f"synaug: error: {e}", file=sys.stderr)
         return 2

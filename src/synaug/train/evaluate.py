@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..allocator import keep_freed_memory
 from ..errors import SynaugError
 from ..io import atomic_path, write_json_atomic
 from ..manifest import Manifest
@@ -197,6 +198,8 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
         ``group_accuracy`` / ``attribute_accuracy`` / ``fairness`` when groups exist.
     """
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     meta = getattr(model, "meta", {}) or {}
     # default to the training run's image size and normalisation (stored in the checkpoint)
     data = data or DataConfig(image_size=meta.get("image_size"), eval_resize=meta.get("eval_resize"))
