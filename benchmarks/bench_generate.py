@@ -4,9 +4,11 @@
 
 Prints per-image time of the tiny random pipeline (32x32, classifier-free guidance on) for a
 few batch sizes, the end-to-end runner (PNG writes + shard rows included), and the pool
-backend's images/s with and without the synthetic-domain shift, writing its manifest in parts of
-8 images (the model batch, as before) against ``PoolGenerator.write_batch`` (alternated rounds, ratio). The tiny pipeline measures
-the engine's overhead, not Stable Diffusion's speed.
+backend's images/s with and without the synthetic-domain shift in three settings, alternated
+rounds, time ratios to today's: manifest parts of 8 images (the model batch) with an fsync per
+copied file (the first pool copy), parts of ``PoolGenerator.write_batch`` images with an fsync per
+file (before 2026-12-07), and today's: those parts with one sync per part. The tiny pipeline
+measures the engine's overhead, not Stable Diffusion's speed.
 """
 from __future__ import annotations
 
@@ -86,26 +88,33 @@ def main() -> None:
         pool.write(tmp / "pool.parquet")
         pplan = Plan("class", classes, [Cell(i, c, 0, pool_per, attributes={"class": c})
                                         for i, c in enumerate(classes)])
+        from synaug.generate import runner
         from synaug.generate.pool import PoolGenerator
 
         parts = PoolGenerator.write_batch
+        durable_write = runner.write_bytes_atomic
+        # name -> (manifest part size, fsync every file): the history of the pool copy, then today's
+        settings = {"8-image parts, fsync per file": (0, True),
+                    f"{parts}-image parts, fsync per file": (parts, True),
+                    f"{parts}-image parts, one sync per part": (parts, False)}
         for shift in ("none", "synthetic-domain"):
             pc = GenerateConfig(backend="pool", batch_size=8,
                                 pool={"manifest": str(tmp / "pool.parquet"), "shift": shift})
-            times: dict[int, list[float]] = {0: [], parts: []}
-            for r in range(args.rounds):      # alternated: both settings see the same machine state
-                for wb in (0, parts):
+            times: dict[str, list[float]] = {k: [] for k in settings}
+            for r in range(args.rounds):      # alternated: every setting sees the same machine state
+                for k, (wb, fsync_each) in settings.items():
                     PoolGenerator.write_batch = wb
-                    times[wb].append(_time(lambda: generate(pplan, pc, tmp / f"pool-{shift}-{wb}-{r}",
-                                                            progress=False)))
-            PoolGenerator.write_batch = parts
-            for wb, label in ((0, "8-image parts (model batch)"), (parts, f"{parts}-image parts (write_batch)")):
-                t = sorted(times[wb])[len(times[wb]) // 2]
-                print(f"  pool shift={shift:16s} {label:30s}: {pplan.total_synthetic / t:7.0f} img/s "
-                      f"({t / pplan.total_synthetic * 1e3:.2f} ms/image, end to end)")
-            ratio = sorted(a / b for a, b in zip(times[0], times[parts]))[args.rounds // 2]
-            print(f"  pool shift={shift:16s} time ratio 8-image parts / write_batch parts: {ratio:.2f}")
-
+                    runner.write_bytes_atomic = ((lambda p, d, durable=True: durable_write(p, d, True))
+                                                 if fsync_each else durable_write)
+                    times[k].append(_time(lambda: generate(pplan, pc, tmp / f"pool-{shift}-{wb}-{fsync_each}-{r}",
+                                                           progress=False)))
+            PoolGenerator.write_batch, runner.write_bytes_atomic = parts, durable_write
+            today = list(settings)[-1]
+            for k in settings:
+                t = sorted(times[k])[len(times[k]) // 2]
+                ratio = sorted(a / b for a, b in zip(times[k], times[today]))[args.rounds // 2]
+                print(f"  pool shift={shift:16s} {k:36s}: {pplan.total_synthetic / t:7.0f} img/s "
+                      f"({t / pplan.total_synthetic * 1e3:.2f} ms/image, end to end; time / today's {ratio:.2f})")
 
 if __name__ == "__main__":
     main()

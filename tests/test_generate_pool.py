@@ -10,7 +10,7 @@ from PIL import Image
 from synaug.cli import main
 from synaug.errors import SynaugError
 from synaug.generate import GenerateConfig, generate
-from synaug.generate.pool import synthetic_domain_shift
+from synaug.generate.pool import PoolGenerator, synthetic_domain_shift
 from synaug.generate.tiny import toy_image_manifest
 from synaug.manifest import Manifest
 from synaug.plan import Cell, Plan
@@ -57,6 +57,23 @@ def test_pool_manifest_counts_and_copies(pool, tmp_path):
     assert again.df.equals(m.df)
     assert not list((tmp_path / "out" / "manifest").glob("*.parquet"))  # shards merged away
     assert (tmp_path / "out" / "generate.yaml").is_file() and (tmp_path / "out" / "plan.json").is_file()
+
+
+def test_pool_copies_reach_the_disk_once_per_part_before_their_rows(pool, tmp_path, monkeypatch):
+    from synaug.generate import runner
+
+    path, _ = pool
+    events = []
+    real_write, real_part = runner.write_bytes_atomic, runner._write_part
+    monkeypatch.setattr(runner, "write_bytes_atomic",
+                        lambda p, data, durable=True: (events.append(("image", durable)), real_write(p, data, durable)))
+    monkeypatch.setattr(runner, "flush_to_disk", lambda: events.append(("sync",)))
+    monkeypatch.setattr(runner, "_write_part", lambda *a: (events.append(("part",)), real_part(*a)))
+    monkeypatch.setattr(PoolGenerator, "write_batch", 5)
+    m = generate(_plan(), _cfg(path, batch_size=1), tmp_path / "out", progress=False)
+    assert len(m) == 12
+    # 12 copies in parts of 5: no fsync per file, one sync before each part's rows
+    assert events == ([("image", False)] * 5 + [("sync",), ("part",)]) * 2 + [("image", False)] * 2 + [("sync",), ("part",)]
 
 
 def _source_match(out: Path, m: Manifest, pool_m: Manifest) -> list[str]:

@@ -62,6 +62,9 @@ def test_run_writes_everything(tiny_run):
     assert "data:image/png;base64," in html and "tiny" in html
     res = s["results"]["finetuned"]
     assert 0.0 <= res["top1"] <= 1.0 and set(res["shot"]) >= {"many", "medium", "few", "all"}
+    # step 3 kept the encoder: eval-finetune ran only the head, on eval-train's stored features
+    assert res["encoder_features"]["reused_from"] == str(out / "eval/train/features.safetensors")
+    assert s["results"]["trained"]["encoder_features"]["reused_from"] is None
     # resolved config is complete (defaults filled in) and seeds propagated
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["train"]["optim"]["momentum"] == 0.9 and cfg["generate"]["seed"] == 0

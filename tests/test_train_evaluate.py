@@ -97,6 +97,39 @@ def test_evaluate_writes_json_csv_png(data, tmp_path):
     assert "fairness" in res and "group_accuracy" in res
 
 
+def test_a_shared_encoder_runs_once_and_its_stored_features_give_the_same_logits(data, tmp_path):
+    from synaug.train.data import ImageSet
+    from synaug.train.evaluate import head_logits, predict_features_and_logits, predict_logits
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 2, width=4).eval()
+    dc = DataConfig(cache_dir=str(tmp_path / "c"), eval_batch_size=8)     # 20 rows: three batches
+    store = tmp_path / "a" / "features.safetensors"
+    first = evaluate(model, data["test"], out_dir=tmp_path / "a", data=dc, features_out=store)
+    assert first["encoder_features"]["reused_from"] is None and store.is_file()
+    with torch.no_grad():                                 # step 3: a new head, the same encoder
+        model.head.weight.normal_()
+    direct = evaluate(model, data["test"], out_dir=tmp_path / "direct", data=dc)
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    shared = evaluate(model, data["test"], out_dir=tmp_path / "b", data=dc, features_from=[store])
+    assert calls == [] and shared["encoder_features"]["reused_from"] == str(store)
+    assert shared["top1"] == direct["top1"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "predictions.csv"),
+                                  pd.read_csv(tmp_path / "direct" / "predictions.csv"))
+    hook.remove()
+    images = ImageSet(data["test"], dc, "evaluation", torch.device("cpu"), True)
+    feats, logits = predict_features_and_logits(model, images, 8)
+    assert torch.equal(logits, predict_logits(model, images, 8))              # bit for bit
+    assert torch.equal(head_logits(model, feats, 8, "off", torch.device("cpu")), logits)
+    # any encoder change (here a batch-norm statistic) -> the encoder runs again
+    with torch.no_grad():
+        next(m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean += 0.5
+    hook = model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    again = evaluate(model, data["test"], out_dir=tmp_path / "c2", data=dc, features_from=[store])
+    assert calls and again["encoder_features"]["reused_from"] is None
+
+
 def test_cli_train_finetune_evaluate(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SYNAUG_CACHE", str(tmp_path / "cache"))
     cfg = tmp_path / "train.yaml"

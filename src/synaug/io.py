@@ -52,12 +52,21 @@ def remove_temps(folder: str | os.PathLike, pattern: str = ".*.tmp", owned=None)
             shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs it (a caller writing many
+    files may instead flush them all at once: :func:`flush_to_disk`)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def flush_to_disk() -> None:
+    """Everything written so far reaches the disk (one ``sync``; where there is none, nothing)."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

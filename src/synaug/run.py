@@ -266,6 +266,7 @@ class _Pipeline:
     def evaluate_stage(self, which: str, model_dir: Path, upstream: str) -> dict:
         """``eval-<which>``: the model of ``model_dir`` on the test split (the only stage reading it)."""
         from .train import evaluate, load_checkpoint
+        from .train.features import FILE as FEATURES_FILE
 
         cfg = self.cfg
         test = self.real.split("test")
@@ -276,6 +277,9 @@ class _Pipeline:
                   data=cfg.train.data, augment=cfg.train.augment, channels_last=cfg.train.channels_last,
                   amp=cfg.train.amp)
         out = self.run_dir / "eval" / which
+        # step 3 keeps the encoder: eval-finetune applies its head to eval-train's features when they match
+        ev.update(features_out=out / FEATURES_FILE,
+                  features_from=[self.run_dir / "eval" / w / FEATURES_FILE for w in ("train",) if w != which])
         self.st.run(f"eval-{which}", fingerprint(upstream, "eval", dump(cfg.eval)), [out / "metrics.json"],
                     lambda: evaluate(self.trained.get(which) or load_checkpoint(model_dir / "model.safetensors"),
                                      test, out_dir=out, **ev))

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..config import dump, save_resolved
 from ..errors import SynaugError
-from ..io import atomic_path, remove_temps, write_bytes_atomic, write_json_atomic
+from ..io import atomic_path, flush_to_disk, remove_temps, write_bytes_atomic, write_json_atomic
 from ..manifest import Manifest
 from ..plan import Plan
 from .base import Item, derive_seed, plan_items, png_bytes, to_square
@@ -369,15 +369,20 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
     bar = tqdm(total=n_mine, initial=n_mine - len(todo), unit="img", desc=desc, disable=not progress,
                position=dist.rank if dist.world_size > 1 else None, dynamic_ncols=True, file=sys.stderr)
     step = max(cfg.batch_size, getattr(gen, "write_batch", 0))   # batch_size only sets model batches
+    # copies (write_batch) are ~0.1 ms each: one sync per part instead of an fsync per file (5x the copy)
+    per_file = not getattr(gen, "write_batch", 0)
     try:
         for start in range(0, len(todo), step):
             batch = todo[start: start + step]
             images, seeds = _make_batch(batch, gen, scorer, cfg)
             rows = []
             for it, img, seed in zip(batch, images, seeds):
-                write_bytes_atomic(out_dir / it.path, png_bytes(to_square(img, cfg.resolution, cfg.resize_filter)))
+                write_bytes_atomic(out_dir / it.path, png_bytes(to_square(img, cfg.resolution, cfg.resize_filter)),
+                                   durable=per_file)
                 rows.append({"path": it.path, "seed": int(seed), "prompt": it.prompt, **provenance(gen, it),
                              "item_key": keys[it.order]})
+            if not per_file:
+                flush_to_disk()
             # rows only after their images are on disk: a row always means a complete file
             _write_part(out_dir, dist.rank, part, rows)
             part += 1

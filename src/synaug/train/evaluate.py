@@ -6,7 +6,7 @@ Outputs (when ``out_dir`` is given): ``metrics.json``, ``per_class.csv``,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from ..io import atomic_path, write_json_atomic
 from ..manifest import Manifest
 from .. import metrics as M
 from .config import AugmentConfig, DataConfig
+from . import features as stored_features
 from .data import ImageSet
 from .precision import autocast, resolve_amp
 
@@ -36,6 +37,19 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def _forward_all(model: torch.nn.Module, images: ImageSet, batch_size: int, amp: str, fn) -> list:
+    """``fn(batch)`` over every row of ``images`` in row order, eval mode, under ``amp``'s autocast."""
+    was_training = model.training
+    model.eval()
+    prec = resolve_amp(amp, images.device)[0]
+    out = []
+    for batch in images.batches(torch.arange(len(images)), batch_size, None, torch.Generator()):
+        with autocast(prec, images.device):
+            out.append(fn(batch.x))
+    model.train(was_training)
+    return out
+
+
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, images: ImageSet, batch_size: int = 512,
                    features: bool = False, amp: str = "off") -> torch.Tensor:
@@ -44,15 +58,35 @@ def predict_logits(model: torch.nn.Module, images: ImageSet, batch_size: int = 5
     Runs in eval mode under ``torch.inference_mode`` (and autocast for ``amp`` ``auto`` / ``bf16``
     / ``fp16``, see :mod:`synaug.train.precision`); the model's train/eval state is restored.
     """
+    fn = model.features if features else model
+    return torch.cat([o.float().cpu() for o in _forward_all(model, images, batch_size, amp, fn)])
+
+
+@torch.inference_mode()
+def predict_features_and_logits(model: torch.nn.Module, images: ImageSet, batch_size: int = 512,
+                                amp: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder features (in the dtype the encoder made them) and fp32 logits of one pass
+    (``model(x)`` is ``model.head(model.features(x))``)."""
+    def both(x):
+        f = model.features(x)
+        return f, model.head(f)
+
+    out = _forward_all(model, images, batch_size, amp, both)
+    return torch.cat([f.cpu() for f, _ in out]), torch.cat([g.float().cpu() for _, g in out])
+
+
+@torch.inference_mode()
+def head_logits(model: torch.nn.Module, feats: torch.Tensor, batch_size: int, amp: str,
+                device: torch.device) -> torch.Tensor:
+    """``model.head`` on stored features, in the batches and under the autocast
+    :func:`predict_features_and_logits` ran it: the same logits, without the encoder."""
     was_training = model.training
     model.eval()
-    order = torch.arange(len(images))
+    prec = resolve_amp(amp, device)[0]
     out = []
-    fn = model.features if features else model
-    prec = resolve_amp(amp, images.device)[0]
-    for batch in images.batches(order, batch_size, None, torch.Generator()):
-        with autocast(prec, images.device):
-            out.append(fn(batch.x).float().cpu())
+    for chunk in feats.split(batch_size):
+        with autocast(prec, device):
+            out.append(model.head(chunk.to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(out)
 
@@ -167,7 +201,8 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, 
 def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_dir=None,
              train_group_counts=None, *, counts_source: str = "given", data: Optional[DataConfig] = None,
              augment: Optional[AugmentConfig] = None, device="auto", channels_last: bool = True,
-             purpose: str = "evaluation", amp: str = "auto") -> dict:
+             purpose: str = "evaluation", amp: str = "auto", features_out: Optional[Path] = None,
+             features_from: Sequence[Path] = ()) -> dict:
     """Evaluate ``model`` on every row of ``manifest``.
 
     Parameters
@@ -190,6 +225,11 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
         "evaluation" (any split) or "model selection" (test rows refused).
     amp : {"auto", "off", "bf16", "fp16"}
         Precision of the forward passes (:func:`synaug.train.precision.resolve_amp`).
+    features_out : path, optional
+        Store the encoder features of these rows there (:mod:`synaug.train.features`).
+    features_from : paths
+        Stored features to reuse when their key matches this model's encoder and these rows
+        (then only the head runs; ``encoder_features.reused_from`` in the result says so).
 
     Returns
     -------
@@ -210,15 +250,40 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    logits = predict_logits(model, images, data.eval_batch_size, amp=amp)
+    if features_out is None and not features_from:
+        logits, reused = predict_logits(model, images, data.eval_batch_size, amp=amp), None
+    else:
+        logits, reused = _logits_sharing_features(model, manifest, images, data, augment, channels_last, amp,
+                                                  features_out, features_from)
     y_pred = logits.argmax(1).numpy()
     y_true = manifest.df["label"].to_numpy()
     groups = manifest.df["group"].to_numpy()
     res = compute_metrics(y_true, y_pred, groups, manifest.classes, manifest.groups, train_counts,
                           train_group_counts, counts_source)
+    if features_out is not None or features_from:
+        res["encoder_features"] = {"reused_from": None if reused is None else str(reused),
+                                   "note": "the head applied to the stored features of the same encoder"
+                                   if reused is not None else "computed"}
     if out_dir is not None:
         write_outputs(Path(out_dir), res, manifest, y_pred, train_counts)
     return res
+
+
+def _logits_sharing_features(model, manifest: Manifest, images: ImageSet, data: DataConfig, augment: AugmentConfig,
+                             channels_last: bool, amp: str, out: Optional[Path], src: Sequence[Path]):
+    """Logits from stored features of the same encoder when ``src`` has them, else one pass that
+    also stores the features at ``out``. Returns ``(logits, path reused or None)``."""
+    dev = images.device
+    key = stored_features.features_key(model, manifest, data, augment, channels_last, resolve_amp(amp, dev)[0], dev)
+    feats, reused = stored_features.load(src, key)
+    if feats is not None and len(feats) == len(manifest):
+        return head_logits(model, feats, data.eval_batch_size, amp, dev), reused
+    if key is None:
+        return predict_logits(model, images, data.eval_batch_size, amp=amp), None
+    feats, logits = predict_features_and_logits(model, images, data.eval_batch_size, amp)
+    if out is not None:
+        stored_features.save(Path(out), feats, key)
+    return logits, None
 
 
 def write_outputs(out_dir: Path, res: dict, manifest: Manifest, y_pred: np.ndarray, train_counts=None) -> None:
