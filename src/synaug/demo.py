@@ -90,7 +90,7 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", default="runs/demo", help="folder for the four runs and the comparison")
     p.add_argument("--epochs", type=int, default=22,
                    help="training epochs per run (default 22: the four runs took 15-21 min end to end on a 2-core "
-                        "AVX-512 Xeon, fp32; README)")
+                        "AVX-512 Xeon and 16-23 min on 2-core AMD EPYCs, fp32; README)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny CI-size version (a few hundred images, 1 epoch)")
     p.add_argument("--data-root", default=None,

@@ -1,7 +1,8 @@
 """Evaluation: predictions of a model on a manifest and every metric the paper reports.
 
 Outputs (when ``out_dir`` is given): ``metrics.json``, ``per_class.csv``,
-``predictions.csv`` and ``confusion.png``.
+``predictions.csv`` and ``confusion.png``; with ``features_out``, the encoder features for a later
+evaluation of a model with the same encoder (:mod:`synaug.train.features`).
 """
 from __future__ import annotations
 
