@@ -224,7 +224,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from synaug.allocator import keep_freed_memory
     from synaug.train.precision import resolve_amp, resolve_compile
+
+    # the process state `synaug train` runs in, for every method alike (benchmarks/bench_allocator.py
+    # compares it with glibc's defaults)
+    print(f"malloc: {keep_freed_memory()['why']}")
 
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
