@@ -278,8 +278,9 @@ class _Pipeline:
                   amp=cfg.train.amp)
         out = self.run_dir / "eval" / which
         # step 3 keeps the encoder: eval-finetune applies its head to eval-train's features when they match
-        ev.update(features_out=out / FEATURES_FILE,
-                  features_from=[self.run_dir / "eval" / w / FEATURES_FILE for w in ("train",) if w != which])
+        train_feats = self.run_dir / "eval" / "train" / FEATURES_FILE
+        ev.update(features_out=train_feats if which == "train" else None,
+                  features_from=[] if which == "train" else [train_feats])
         self.st.run(f"eval-{which}", fingerprint(upstream, "eval", dump(cfg.eval)), [out / "metrics.json"],
                     lambda: evaluate(self.trained.get(which) or load_checkpoint(model_dir / "model.safetensors"),
                                      test, out_dir=out, **ev))

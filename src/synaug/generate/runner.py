@@ -368,9 +368,10 @@ def _run_items(todo: list[Item], n_mine: int, gen, scorer, cfg: GenerateConfig, 
     desc = "generate" + (f" [rank {dist.rank}/{dist.world_size}]" if dist.world_size > 1 else "")
     bar = tqdm(total=n_mine, initial=n_mine - len(todo), unit="img", desc=desc, disable=not progress,
                position=dist.rank if dist.world_size > 1 else None, dynamic_ncols=True, file=sys.stderr)
-    step = max(cfg.batch_size, getattr(gen, "write_batch", 0))   # batch_size only sets model batches
+    write_batch = getattr(gen, "write_batch", 0)
+    step = max(cfg.batch_size, write_batch)   # batch_size only sets model batches
     # copies (write_batch) are ~0.1 ms each: one sync per part instead of an fsync per file (5x the copy)
-    per_file = not getattr(gen, "write_batch", 0)
+    per_file = not write_batch
     try:
         for start in range(0, len(todo), step):
             batch = todo[start: start + step]

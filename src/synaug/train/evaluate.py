@@ -251,7 +251,8 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if features_out is None and not features_from:
+    sharing = features_out is not None or bool(features_from)
+    if not sharing:
         logits, reused = predict_logits(model, images, data.eval_batch_size, amp=amp), None
     else:
         logits, reused = _logits_sharing_features(model, manifest, images, data, augment, channels_last, amp,
@@ -261,7 +262,7 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, train_counts=None, out_
     groups = manifest.df["group"].to_numpy()
     res = compute_metrics(y_true, y_pred, groups, manifest.classes, manifest.groups, train_counts,
                           train_group_counts, counts_source)
-    if features_out is not None or features_from:
+    if sharing:
         res["encoder_features"] = {"reused_from": None if reused is None else str(reused),
                                    "note": "the head applied to the stored features of the same encoder"
                                    if reused is not None else "computed"}
@@ -277,7 +278,7 @@ def _logits_sharing_features(model, manifest: Manifest, images: ImageSet, data: 
     dev = images.device
     key = stored_features.features_key(model, manifest, data, augment, channels_last, resolve_amp(amp, dev)[0], dev)
     feats, reused = stored_features.load(src, key)
-    if feats is not None and len(feats) == len(manifest):
+    if feats is not None:   # the key covers the rows, so the count matches
         return head_logits(model, feats, data.eval_batch_size, amp, dev), reused
     if key is None:
         return predict_logits(model, images, data.eval_batch_size, amp=amp), None

@@ -248,7 +248,6 @@ class _Training:
         self.optimizer = _optimizer_for(self.model, "main", cfg, self.algo)
         self.step: Optional[TrainStep] = None
         self.governor: Optional[ThreadGovernor] = None
-        self.malloc: Optional[dict] = None
 
     def phase(self, epoch: int) -> str:
         return "main" if epoch < self.cfg.epochs else "head"
@@ -293,7 +292,8 @@ class _Training:
         mode, mode_why = choose_mode(cfg, dev, self.world, self.algo, self.amp)
         self.plan = {"mode": mode, "why": mode_why, "compile": compiled, "compile_why": compile_why}
         self.governor = ThreadGovernor(passive_collapses=self.amp == "bf16") if dev.type == "cpu" else None
-        self.malloc = keep_freed_memory() if dev.type == "cpu" else None
+        if dev.type == "cpu":
+            keep_freed_memory()
         for epoch in range(self.start, self.total_epochs):
             row = self._epoch(epoch)
             for cb in callbacks:
@@ -360,8 +360,8 @@ class _Training:
         """The selected model (best validation epoch, else the last) as ``model.safetensors``, the
         history and ``summary.json``; every rank returns it."""
         cpu_info = {**describe_threads(), **(self.governor.summary() if self.governor is not None else {})}
-        if self.malloc is not None:
-            cpu_info["malloc"] = self.malloc
+        if self.device.type == "cpu":
+            cpu_info["malloc"] = keep_freed_memory()   # the process's state (set once, in train)
         if self.governor is not None:
             self.governor.close()  # the threads it took away are given back for what runs next
         in_sync = ddp.parameters_in_sync(self.model) if self.world > 1 else None
