@@ -613,16 +613,47 @@ def test_demo_rows_configs_and_table(tmp_path):
     assert "**NOT met** — " in md and "above the paper recipe in 1/2 seeds" in md
 
 
-def _fake_demo_run(root: Path, seed: int, name: str, top1: float, val: float, few: float = 0.5) -> Path:
+def _fake_demo_run(root: Path, seed: int, name: str, top1: float, val: float, few: float = 0.5,
+                   epochs: int = 22) -> Path:
     """A finished demo row: metrics as :func:`_fake_run` and the resolved config.yaml the row has today."""
     from synaug.config import dump
     from synaug.experiments import demo_rows as dr
 
     d = root / f"s{seed}" / name
     _fake_run(d, top1, val, few)
-    cfg = json.loads(json.dumps(dump(load_run_config(None, base=dr.config_of(name, seed)))))
+    cfg = json.loads(json.dumps(dump(load_run_config(None, base=dr.config_of(name, seed, epochs)))))
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     return d
+
+
+def test_demo_rows_pair_runs_of_the_epochs_asked_for(tmp_path):
+    """The demo's default is shorter than the reference configuration the records ran at: a table
+    at ``epochs`` takes only runs of that many epochs, and the driver passes ``--epochs`` through."""
+    from synaug.demo import DEFAULT_EPOCHS, REFERENCE_EPOCHS, register
+    from synaug.experiments import demo_rows as dr
+
+    import argparse
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    demo = sub.choices["demo"]
+    assert demo.parse_args([]).epochs == DEFAULT_EPOCHS < REFERENCE_EPOCHS == 22
+    assert dr.row_config("plus+loss_weight", 0, DEFAULT_EPOCHS)["train"]["epochs"] == DEFAULT_EPOCHS
+    assert dr.config_digest("ce", 0, DEFAULT_EPOCHS) != dr.config_digest("ce", 0)
+    for s, t in ((0, 0.0), (1, 0.02)):
+        for n, top in {"ce": 0.2, "synaug-sd14": 0.4, "synaug-plus": 0.5, "synaug-pool": 0.6}.items():
+            _fake_demo_run(tmp_path, s, n, top + t, 0.4, epochs=DEFAULT_EPOCHS)
+    dirs = {s: tmp_path / f"s{s}" for s in (0, 1)}
+    short = "\n".join(dr.table(dirs, [], epochs=DEFAULT_EPOCHS))
+    assert "Seeds 0, 1 (each row" in short and "Run folders left out" not in short
+    ref = "\n".join(dr.table(dirs, []))                              # the reference epochs: none of these runs
+    assert ref.startswith("(no seed has every row finished)")
+    assert f"{dirs[0] / 'synaug-plus'} (made with another configuration than today's synaug-plus)" in ref
+    assert {r["row"] for r in dr.record_runs(dirs, [], DEFAULT_EPOCHS)} == set(dr.FIXED)
+    assert f"ResNet-32, {DEFAULT_EPOCHS} epochs" in dr.section(["| t |"], "cmd", epochs=DEFAULT_EPOCHS)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_rows.py"), "--demo", str(tmp_path / "s{seed}"),
+                        "--seeds", "0", "1", "--table-only", "--epochs", str(DEFAULT_EPOCHS)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Seeds 0, 1 (each row" in r.stdout, r.stderr[-2000:]
 
 
 def test_demo_rows_records_stand_in_for_missing_runs_of_the_same_configuration(tmp_path):

@@ -1,7 +1,8 @@
 """``synaug demo``: the embedded default, fully offline on CPU.
 
 CIFAR-10-LT (IF 100, 400 images in the head class) built from the real CIFAR-10 JPEGs in
-``../shared/data``. Three runs:
+``../shared/data``, ResNet-32, :data:`DEFAULT_EPOCHS` epochs (``--epochs 22``: the reference
+configuration of the recipe experiments, :data:`REFERENCE_EPOCHS`). Four runs:
 
 * ``ce``: cross-entropy on the long-tailed real data (the baseline);
 * ``synaug-sd14`` (the main row): SYNAuG whose synthetic images are real Stable Diffusion 1.4
@@ -26,6 +27,12 @@ SD_NOTE = ("Stable Diffusion 1.4 images of the CIFAR-10 classes (CIFAKE, ../shar
 POOL_NOTE = ("held-out real CIFAR-10 training images (the images the long-tail draw left out: the paper's "
              "web-crawled baseline, not a generator)")
 RUNS = ("ce", "synaug-sd14", "synaug-plus", "synaug-pool")
+#: training epochs of ``synaug demo``: sized so the four runs finish within 15 minutes in fp32 on a
+#: 2-core CPU (issue 17; README, "The offline CPU demo").
+DEFAULT_EPOCHS = 12
+#: the configuration issue 17's experiments measured every option and recipe at (``docs/results.md``,
+#: records in ``docs/records/demo-rows.json``): ``synaug demo --epochs 22`` runs it.
+REFERENCE_EPOCHS = 22
 #: the ``synaug-plus`` preset: what it adds to the paper recipe. Of the combinations measured beside the
 #: demo (``benchmarks/demo_rows.py``, 3 seeds, issue 17) the one with the highest recipe-validation score
 #: (:mod:`synaug.experiments.recipe_val`: 2,000 held-out real images per seed; never the test split); the
@@ -88,9 +95,10 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="offline CPU demo: CE vs SYNAuG (Stable Diffusion 1.4 images) on CIFAR-10-LT",
                        description=__doc__)
     p.add_argument("--out", "-o", default="runs/demo", help="folder for the four runs and the comparison")
-    p.add_argument("--epochs", type=int, default=22,
-                   help="training epochs per run (default 22: the four runs took 15-21 min end to end on a 2-core "
-                        "AVX-512 Xeon and 16-23 min on 2-core AMD EPYCs, fp32; README)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"training epochs per run (default {DEFAULT_EPOCHS}: within 15 min end to end on 2-core CPUs "
+                        f"in fp32; {REFERENCE_EPOCHS} = the configuration of the recipe experiments in docs/results.md, "
+                        "about 21 min on a 2-core AMD EPYC; README)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny CI-size version (a few hundred images, 1 epoch)")
     p.add_argument("--data-root", default=None,

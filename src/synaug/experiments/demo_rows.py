@@ -22,6 +22,7 @@ import copy
 import json
 from pathlib import Path
 
+from ..demo import REFERENCE_EPOCHS
 from ..errors import SynaugError
 from . import recipe_val, records
 from .common import compare, fmt, mean_std, shot, top1
@@ -41,8 +42,8 @@ def parse(row: str) -> tuple[str, list[str]]:
     return BASES[base], opts
 
 
-def row_config(row: str, seed: int, epochs: int = 22) -> dict:
-    """The demo's config of the row's base at ``seed`` with the options' overrides."""
+def row_config(row: str, seed: int, epochs: int = REFERENCE_EPOCHS) -> dict:
+    """The demo's config (at ``epochs``) of the row's base at ``seed`` with the options' overrides."""
     from ..demo import variants
     from ..runconfig import deep_merge
 
@@ -52,17 +53,18 @@ def row_config(row: str, seed: int, epochs: int = 22) -> dict:
     return cfg
 
 
-def run_row(row: str, seed: int, demo_dir: Path) -> dict:
+def run_row(row: str, seed: int, demo_dir: Path, epochs: int = REFERENCE_EPOCHS) -> dict:
     """Run (or resume) one row of one seed in ``demo_dir`` (cached like any ``synaug run``)."""
     from ..run import load_run_config, run
     from .common import seed_from
 
     if not (demo_dir / "synaug-sd14" / "metrics.json").is_file():
-        raise SynaugError(f"{demo_dir}: no finished demo here (run: synaug demo --seed {seed} --out {demo_dir})")
+        raise SynaugError(f"{demo_dir}: no finished demo here (run: synaug demo --seed {seed} --epochs {epochs} "
+                          f"--out {demo_dir})")
     src = training_source(row, demo_dir)
     if src is not None:   # only step 3 differs: its training is that row's (the stage keys re-check it)
         seed_from(src, demo_dir / row)
-    return run(load_run_config(None, base=row_config(row, seed)), demo_dir / row)
+    return run(load_run_config(None, base=row_config(row, seed, epochs)), demo_dir / row)
 
 
 def trained_twin(row: str) -> str | None:
@@ -129,7 +131,7 @@ def choice(got: dict, seeds: list[int], rows: list[str]) -> str | None:
     return max(cands, key=lambda n: means[n])
 
 
-def config_of(name: str, seed: int, epochs: int = 22) -> dict | None:
+def config_of(name: str, seed: int, epochs: int = REFERENCE_EPOCHS) -> dict | None:
     """The configuration a demo row (fixed or ``BASE+OPTION``) runs at ``seed``; None for no row."""
     from ..demo import variants
 
@@ -141,18 +143,18 @@ def config_of(name: str, seed: int, epochs: int = 22) -> dict | None:
         return None
 
 
-def config_digest(name: str, seed: int) -> str | None:
+def config_digest(name: str, seed: int, epochs: int = REFERENCE_EPOCHS) -> str | None:
     """:func:`~synaug.experiments.records.config_sha` of the resolved configuration the row runs today."""
-    return _today(name, seed)[0]
+    return _today(name, seed, epochs)[0]
 
 
-def today_amp(name: str, seed: int) -> str | None:
+def today_amp(name: str, seed: int, epochs: int = REFERENCE_EPOCHS) -> str | None:
     """The precision the row's training would use on this machine (its ``train.amp`` resolved for the
     CPU: ``auto`` is fp32 on CPUs; ``$SYNAUG_CPU_BF16=1`` opts in to bf16)."""
-    return _today(name, seed)[1]
+    return _today(name, seed, epochs)[1]
 
 
-def _today(name: str, seed: int) -> tuple[str | None, str | None, str]:
+def _today(name: str, seed: int, epochs: int = REFERENCE_EPOCHS) -> tuple[str | None, str | None, str]:
     """``(configuration digest, precision, why)`` of the row as it runs today, from one config load."""
     import torch
 
@@ -160,7 +162,7 @@ def _today(name: str, seed: int) -> tuple[str | None, str | None, str]:
     from ..run import load_run_config
     from ..train.precision import resolve_amp
 
-    raw = config_of(name, seed)
+    raw = config_of(name, seed, epochs)
     if raw is None:
         return None, None, ""
     cfg = load_run_config(None, base=raw)
@@ -168,7 +170,7 @@ def _today(name: str, seed: int) -> tuple[str | None, str | None, str]:
     return records.config_sha(json.loads(json.dumps(dump(cfg)))), amp, why
 
 
-def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
+def record_runs(demo_dirs: dict[int, Path], rows: list[str], epochs: int = REFERENCE_EPOCHS) -> list[dict]:
     """A record (:mod:`synaug.experiments.records`) of every finished run folder of the fixed rows and
     ``rows``, addressed by the configuration it ran with (its ``config.yaml``), not by today's."""
     out = []
@@ -176,7 +178,7 @@ def record_runs(demo_dirs: dict[int, Path], rows: list[str]) -> list[dict]:
         for s, d in sorted(demo_dirs.items()):
             if (d / n / "metrics.json").is_file():
                 sha = records.folder_sha(d / n)
-                label = n if sha == config_digest(n, s) else f"{n} (an earlier configuration)"
+                label = n if sha == config_digest(n, s, epochs) else f"{n} (an earlier configuration)"
                 out.append({"config_sha": sha, "amp": records.folder_amp(d / n), "seed": s, "row": label,
                             "metrics": collect(d / n),
                             "provenance": records.run_provenance(d / n)})
@@ -191,7 +193,8 @@ def _finished(d: Path) -> dict[Path, tuple[str, str]]:
     return {r: (records.folder_sha(r), records.folder_amp(r)) for r in runs}
 
 
-def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None = None):
+def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None = None,
+           epochs: int = REFERENCE_EPOCHS):
     """``{row: {seed: metrics}}``: each row at each seed is the finished run whose configuration digest
     is the one the row has today, trained in the precision the row would use here — a run folder of
     the seed's demo folder (any name), else a record. Also the records used and a line for each folder
@@ -202,7 +205,7 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
     for s, d in demo_dirs.items():
         folders, taken = _finished(d), set()
         for n in names:
-            want = _today(n, s)[:2]
+            want = _today(n, s, epochs)[:2]
             same = [r for r, k in folders.items() if k == want]
             run = d / n if d / n in same else (same[-1] if same else None)   # its own folder first
             if run is not None:
@@ -211,7 +214,7 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
             elif want in index:
                 got[n][s] = index[want]["metrics"]
                 used.append(index[want])
-        dropped += [f"{d / n} ({_why_not(folders[d / n], _today(n, s)[:2], n)})" for n in names
+        dropped += [f"{d / n} ({_why_not(folders[d / n], _today(n, s, epochs)[:2], n)})" for n in names
                     if d / n in folders and d / n not in taken]
     return got, used, dropped
 
@@ -249,11 +252,12 @@ def _record_lines(used: list[dict], dropped: list[str]) -> list[str]:
     return md
 
 
-def table(demo_dirs: dict[int, Path], rows: list[str], recs: list[dict] | None = None) -> list[str]:
-    """The markdown table and verdict lines: fixed rows, then ``rows``, paired by seed (a run whose
-    folder is absent may come from ``recs``, see :func:`gather`)."""
+def table(demo_dirs: dict[int, Path], rows: list[str], recs: list[dict] | None = None,
+          epochs: int = REFERENCE_EPOCHS) -> list[str]:
+    """The markdown table and verdict lines: fixed rows, then ``rows``, paired by seed, every row at
+    ``epochs`` (a run whose folder is absent may come from ``recs``, see :func:`gather`)."""
     names = list(FIXED) + rows
-    got, used, dropped = gather(demo_dirs, names, recs)
+    got, used, dropped = gather(demo_dirs, names, recs, epochs)
     seeds = sorted(s for s in demo_dirs if all(s in got[n] for n in names))
     if not seeds:
         return ["(no seed has every row finished)", *_record_lines(used, dropped)]
@@ -293,7 +297,7 @@ def table(demo_dirs: dict[int, Path], rows: list[str], recs: list[dict] | None =
 SECTION = "## The shipped recipe beside the demo — synaug-plus against the paper recipe, paired by seed"
 
 
-def section(lines: list[str], command: str, note: str = "", title: str = "") -> str:
+def section(lines: list[str], command: str, note: str = "", title: str = "", epochs: int = REFERENCE_EPOCHS) -> str:
     """A results-file text (:mod:`synaug.experiments.results_file`) whose one section is the table
     ``lines``: merged into ``docs/results.md`` by ``benchmarks/demo_rows.py --results``. ``title``:
     the section's heading (default :data:`SECTION`; another title adds a section beside it, e.g.
@@ -306,7 +310,7 @@ def section(lines: list[str], command: str, note: str = "", title: str = "") -> 
     return "\n".join([
         f"Generated by `benchmarks/demo_rows.py` — do not edit by hand. Command: `{command}`", "",
         f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; commit {prov['commit']}; {prov['cpu']}; "
-        "the demo's configuration (CIFAR-10-LT IF 100, head 400, ResNet-32, 22 epochs, full test set)", "",
+        f"the demo's configuration (CIFAR-10-LT IF 100, head 400, ResNet-32, {epochs} epochs, full test set)", "",
         _heading(title), "", *([note, ""] if note else []), *lines, "", ""])
 
 

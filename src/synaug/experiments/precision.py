@@ -41,12 +41,13 @@ def _with_precision(raw: dict, amp: str) -> dict:
 
 
 def demo_specs(scale: str) -> dict[str, dict]:
-    """The demo's runs (``ce``, ``synaug-sd14``, ``synaug-pool``) as ``synaug demo [--quick]`` makes them."""
-    from ..demo import variants
+    """The demo's runs (``ce``, ``synaug-sd14``, ``synaug-pool``) as ``synaug demo --epochs 22 [--quick]``
+    makes them (22: the demo's default when this check was made, :data:`~synaug.demo.REFERENCE_EPOCHS`)."""
+    from ..demo import REFERENCE_EPOCHS, variants
 
     check_scale(scale)
     quick = scale == "tiny"
-    base = variants(1 if quick else 22, quick, 0)
+    base = variants(1 if quick else REFERENCE_EPOCHS, quick, 0)
     if quick:
         for raw in base.values():
             raw["train"]["progress"] = False
