@@ -27,8 +27,8 @@ SD_NOTE = ("Stable Diffusion 1.4 images of the CIFAR-10 classes (CIFAKE, ../shar
 POOL_NOTE = ("held-out real CIFAR-10 training images (the images the long-tail draw left out: the paper's "
              "web-crawled baseline, not a generator)")
 RUNS = ("ce", "synaug-sd14", "synaug-plus", "synaug-pool")
-#: training epochs of ``synaug demo``: sized so the four runs finish within 15 minutes in fp32 on a
-#: 2-core CPU (issue 17; README, "The offline CPU demo").
+#: training epochs of ``synaug demo``: the four runs finish within 15 minutes in fp32 on a 2-core CPU
+#: that trains ResNet-32 at >= 225 img/s (issue 17; docs/speed.md, "The demo's length").
 DEFAULT_EPOCHS = 12
 #: the configuration issue 17's experiments measured every option and recipe at (``docs/results.md``,
 #: records in ``docs/records/demo-rows.json``): ``synaug demo --epochs 22`` runs it.
@@ -96,9 +96,9 @@ def register(sub) -> None:
                        description=__doc__)
     p.add_argument("--out", "-o", default="runs/demo", help="folder for the four runs and the comparison")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                   help=f"training epochs per run (default {DEFAULT_EPOCHS}: within 15 min end to end on 2-core CPUs "
-                        f"in fp32; {REFERENCE_EPOCHS} = the configuration of the recipe experiments in docs/results.md, "
-                        "about 21 min on a 2-core AMD EPYC; README)")
+                   help=f"training epochs per run (default {DEFAULT_EPOCHS}: within 15 min end to end in fp32 on a 2-core "
+                        "CPU where benchmarks/bench_train.py measures >= 225 img/s, 20-21 min at 169 img/s; "
+                        f"{REFERENCE_EPOCHS} = the configuration of the recipe experiments in docs/results.md; README)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny CI-size version (a few hundred images, 1 epoch)")
     p.add_argument("--data-root", default=None,
