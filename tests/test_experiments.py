@@ -957,6 +957,13 @@ def test_merge_updates_only_the_sections_run():
     assert [l for l in secs["## Setup"] if l.startswith("- ")] == ["- s1", "- s2"]
     assert "- Date: 2026-11-26; commit a" in head            # the old header stays
     assert any("`python x --only b c`" in l and "2026-12-06 14:00; commit b" in l for l in head)
+    # a header written through results_file.header is what merge reads back into its "Updated by" line
+    from synaug.experiments.results_file import header
+
+    made = "\n".join(["# R", "", *header("benchmarks/y.py", "python y --z", "commit c; 3 seeds"), "", "## D", "", "d"])
+    head, secs = split_sections(merge(old, made))
+    line = next(l for l in head if l.startswith("- Updated by"))
+    assert line.startswith("- Updated by `python y --z`: 20") and line.endswith("; commit c; 3 seeds") and "## D" in secs
 
 
 def test_table1_budget_verdict_needs_more_than_noise():
