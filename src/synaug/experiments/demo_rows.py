@@ -204,8 +204,9 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
     used, dropped = [], []
     for s, d in demo_dirs.items():
         folders, taken = _finished(d), set()
+        wants = {n: _today(n, s, epochs)[:2] for n in names}   # one config load per row and seed
         for n in names:
-            want = _today(n, s, epochs)[:2]
+            want = wants[n]
             same = [r for r, k in folders.items() if k == want]
             run = d / n if d / n in same else (same[-1] if same else None)   # its own folder first
             if run is not None:
@@ -214,7 +215,7 @@ def gather(demo_dirs: dict[int, Path], names: list[str], recs: list[dict] | None
             elif want in index:
                 got[n][s] = index[want]["metrics"]
                 used.append(index[want])
-        dropped += [f"{d / n} ({_why_not(folders[d / n], _today(n, s, epochs)[:2], n)})" for n in names
+        dropped += [f"{d / n} ({_why_not(folders[d / n], wants[n], n)})" for n in names
                     if d / n in folders and d / n not in taken]
     return got, used, dropped
 
@@ -225,8 +226,8 @@ def _why_not(have: tuple[str, str], want: tuple[str, str], name: str) -> str:
     return f"trained in {_AMP.get(have[1], have[1])}, where {name} trains in {_AMP.get(want[1], want[1])} here"
 
 
-def _precision_line(seed: int) -> str:
-    _, amp, why = _today("ce", seed)
+def _precision_line(seed: int, epochs: int) -> str:
+    _, amp, why = _today("ce", seed, epochs)
     return f"{_AMP.get(amp, amp)} ({why})"
 
 
@@ -267,7 +268,7 @@ def table(demo_dirs: dict[int, Path], rows: list[str], recs: list[dict] | None =
     ce, real = col("ce", "top1"), col("synaug-pool", "top1")
     md = [f"Seeds {', '.join(map(str, seeds))} (each row at every one of them). Synthetic rows: Stable Diffusion 1.4 "
           "images of the CIFAR-10 classes (CIFAKE, the demo's pool); the reference row: held-out real CIFAR-10 "
-          f"training images. Training precision of every row: {_precision_line(seeds[0])}.",
+          f"training images. Training precision of every row: {_precision_line(seeds[0], epochs)}.",
           *_record_lines(used, dropped), "",
           "| row | top-1 (%) | many | medium | few | val. mean-class (%) | recipe val. (%) | wall time (min) | "
           "gap closed (%) | top-1 − paper | top-1 − preset |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -4,7 +4,8 @@ training, each option alone on top of the paper recipe, and a combination chosen
 At the demo's reference configuration (:mod:`synaug.demo`: CIFAR-10-LT IF 100, head 400, ResNet-32,
 22 epochs: ``synaug demo --epochs 22``; Stable Diffusion 1.4 images of ``shared-sd14``), in fp32.
 Fixed rows: CE, the paper recipe with the SD 1.4 images, the paper recipe with held-out REAL images
-(the reference: the gap's far end) — the precision experiment's ``demo-*-fp32`` runs, shared by name (run once for both).
+(the reference: the gap's far end) — the precision experiment's ``demo-*-fp32`` runs, shared by name
+(run once for both).
 Every option :func:`options` lists for the scale is one more run per seed: the paper recipe plus
 that option (validation decides; the test split decides nothing). The ``combo`` row combines the
 options whose mean validation score over the seeds (the final model's mean-class accuracy on the
